@@ -1,0 +1,182 @@
+//! How a query and a key become a logit: score functions and additive position biases.
+
+use crate::arch;
+use crate::error::Error;
+use crate::math::sqrt;
+
+/// The similarity between a query and a key, before the softmax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Score {
+    /// `scale * q·k` (Transformer attention).
+    #[default]
+    Dot,
+    /// `scale * q·k / (max(|q|, 1e-8) * max(|k|, 1e-8))`.
+    Cosine,
+    /// `-scale * |q - k|²`.
+    NegSqL2,
+    /// `-scale * |q - k|₁`.
+    NegL1,
+}
+
+/// Norms below this count as this, so a zero vector has cosine 0 with everything (as
+/// `torch.nn.functional.cosine_similarity`).
+pub(crate) const COSINE_EPS: f32 = 1e-8;
+
+impl Score {
+    /// `|q|` clamped as the cosine score needs it (1 for the other scores, which ignore it).
+    #[inline]
+    pub(crate) fn query_norm(self, q: &[f32]) -> f32 {
+        match self {
+            Score::Cosine => sqrt(arch::dot(q, q)).max(COSINE_EPS),
+            _ => 1.0,
+        }
+    }
+
+    /// The unscaled-by-bias logit of `q` and `k`; `q_norm` from [`Score::query_norm`].
+    #[inline]
+    pub(crate) fn logit(self, q: &[f32], k: &[f32], q_norm: f32, scale: f32) -> f32 {
+        match self {
+            Score::Dot => scale * arch::dot(q, k),
+            Score::Cosine => {
+                let k_norm = sqrt(arch::dot(k, k)).max(COSINE_EPS);
+                scale * arch::dot(q, k) / (q_norm * k_norm)
+            }
+            Score::NegSqL2 => -scale * arch::sq_l2_distance(q, k),
+            Score::NegL1 => -scale * arch::l1_distance(q, k),
+        }
+    }
+}
+
+/// An additive bias on the logits that depends on the head and on the query and key positions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Bias<'a> {
+    /// No bias.
+    #[default]
+    None,
+    /// ALiBi: `-slopes[h] * |p - j|`; one slope per query head.
+    Alibi {
+        /// One slope per query head.
+        slopes: &'a [f32],
+    },
+    /// T5 relative position buckets: `table[h * num_buckets + bucket(j - p)]`.
+    T5 {
+        /// Whether keys after the query get their own buckets.
+        bidirectional: bool,
+        /// Buckets per head (at least 4 when bidirectional, 2 otherwise).
+        num_buckets: usize,
+        /// Distance from which all positions share the last bucket; above the exact range.
+        max_distance: usize,
+        /// `heads × num_buckets` learned values, row-major.
+        table: &'a [f32],
+    },
+}
+
+impl Bias<'_> {
+    /// Checks the bias against the number of query heads.
+    pub fn validate(&self, heads: usize) -> Result<(), Error> {
+        match *self {
+            Bias::None => Ok(()),
+            Bias::Alibi { slopes } => {
+                if slopes.len() != heads || slopes.iter().any(|s| !s.is_finite()) {
+                    Err(Error::InvalidBias)
+                } else {
+                    Ok(())
+                }
+            }
+            Bias::T5 {
+                bidirectional,
+                num_buckets,
+                max_distance,
+                table,
+            } => {
+                let half = if bidirectional {
+                    num_buckets / 2
+                } else {
+                    num_buckets
+                };
+                let exact = half / 2;
+                let table_len = heads.checked_mul(num_buckets).ok_or(Error::ShapeOverflow)?;
+                if exact == 0 || max_distance <= exact || table.len() != table_len {
+                    Err(Error::InvalidBias)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The bias of query head `head` at position `p` for the key at position `j`.
+    /// Call [`Bias::validate`] first; an invalid bias adds 0.
+    #[inline]
+    pub fn value(&self, head: usize, p: usize, j: usize) -> f32 {
+        match *self {
+            Bias::None => 0.0,
+            Bias::Alibi { slopes } => {
+                let distance = p.abs_diff(j) as f32;
+                slopes.get(head).map_or(0.0, |&m| -m * distance)
+            }
+            Bias::T5 {
+                bidirectional,
+                num_buckets,
+                max_distance,
+                table,
+            } => {
+                let bucket = t5_bucket(
+                    j as i64 - p as i64,
+                    bidirectional,
+                    num_buckets,
+                    max_distance,
+                );
+                table
+                    .get(head * num_buckets + bucket)
+                    .copied()
+                    .unwrap_or(0.0)
+            }
+        }
+    }
+}
+
+/// T5's `_relative_position_bucket` for `relative = key position - query position`.
+///
+/// Small distances get a bucket each; larger ones share buckets on a log scale up to
+/// `max_distance`, beyond which everything lands in the last bucket.
+///
+/// ```
+/// use microattn::attention::t5_bucket;
+/// assert_eq!(t5_bucket(-3, true, 32, 128), 3);
+/// assert_eq!(t5_bucket(3, true, 32, 128), 19);
+/// assert_eq!(t5_bucket(-1000, true, 32, 128), 15);
+/// ```
+pub fn t5_bucket(
+    relative: i64,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> usize {
+    let mut buckets = num_buckets;
+    let mut bucket = 0usize;
+    let distance = if bidirectional {
+        buckets /= 2;
+        if relative > 0 {
+            bucket += buckets;
+        }
+        relative.unsigned_abs()
+    } else {
+        // Only keys before the query are distinguished.
+        (-relative).max(0) as u64
+    };
+    let exact = buckets / 2;
+    if exact == 0 {
+        return bucket;
+    }
+    if distance < exact as u64 {
+        return bucket + distance as usize;
+    }
+    // As PyTorch: f32 log of the ratio, divided by an f64 log rounded to f32, truncated.
+    let log_ratio = crate::math::ln(distance as f32 / exact as f32);
+    let log_range = libm::log(max_distance as f64 / exact as f64) as f32;
+    let large = exact + (log_ratio / log_range * (buckets - exact) as f32) as usize;
+    bucket + large.min(buckets - 1)
+}

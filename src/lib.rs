@@ -1,0 +1,41 @@
+//! # microattn
+//!
+//! `#![no_std]`, allocation-free attention kernels for Cortex-M microcontrollers and std hosts.
+//!
+//! Every kernel comes in two tiers: a slice tier with runtime shapes that returns
+//! [`Error`] for any inconsistent input, and a fixed-size tier (`*_fixed`) whose shapes are
+//! const generics on arrays, so a wrong shape does not compile. Neither allocates; scratch,
+//! when a kernel needs any, is caller-provided and sized by a `const fn`.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `std` | host conveniences (runtime SIMD dispatch, calibration helpers) |
+//! | `defmt` | `defmt::Format` on public types, for firmware logging |
+//!
+//! ```
+//! use microattn::attention::{sdpa_fixed, SdpaParams};
+//! use microattn::mask::{Mask, MaskTerm};
+//!
+//! // Four tokens of width 8, causal self-attention, all on the stack.
+//! let x = [[0.5f32; 8]; 4];
+//! let mut out = [[0.0f32; 8]; 4];
+//! let causal = [MaskTerm::Causal];
+//! let params = SdpaParams { mask: Mask::new(&causal), ..Default::default() };
+//! sdpa_fixed(&x, &x, &x, &mut out, &params)?;
+//! assert_eq!(out[3], [0.5; 8]);
+//! # Ok::<(), microattn::Error>(())
+//! ```
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod arch;
+pub mod attention;
+mod error;
+pub mod mask;
+pub mod math;
+pub mod softmax;
+
+pub use error::Error;
