@@ -33,9 +33,12 @@ extern crate std;
 
 pub mod arch;
 pub mod attention;
+pub mod element;
 mod error;
 pub mod mask;
 pub mod math;
 pub mod softmax;
 
+pub use element::Element;
 pub use error::Error;
+pub use half::{bf16, f16};

@@ -14,7 +14,7 @@ fn reduce(acc: [f32; LANES]) -> f32 {
 
 /// Sum over `i` of `term(a[i], b[i])`, over the common length of `a` and `b`.
 #[inline(always)]
-fn reduce_pairs(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
+fn reduce_pairs<T: Copy>(a: &[T], b: &[T], term: impl Fn(T, T) -> f32) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
@@ -51,6 +51,27 @@ pub fn sq_l2_distance(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn l1_distance(a: &[f32], b: &[f32]) -> f32 {
     reduce_pairs(a, b, |x, y| libm::fabsf(x - y))
+}
+
+/// [`dot`] of any element type, widened to f32 by `widen`.
+#[inline]
+pub fn dot_by<T: Copy>(a: &[T], b: &[T], widen: impl Fn(T) -> f32) -> f32 {
+    reduce_pairs(a, b, |x, y| widen(x) * widen(y))
+}
+
+/// [`sq_l2_distance`] of any element type, widened to f32 by `widen`.
+#[inline]
+pub fn sq_l2_distance_by<T: Copy>(a: &[T], b: &[T], widen: impl Fn(T) -> f32) -> f32 {
+    reduce_pairs(a, b, |x, y| {
+        let d = widen(x) - widen(y);
+        d * d
+    })
+}
+
+/// [`l1_distance`] of any element type, widened to f32 by `widen`.
+#[inline]
+pub fn l1_distance_by<T: Copy>(a: &[T], b: &[T], widen: impl Fn(T) -> f32) -> f32 {
+    reduce_pairs(a, b, |x, y| libm::fabsf(widen(x) - widen(y)))
 }
 
 /// `y += alpha * x` over the common length.

@@ -1,6 +1,6 @@
 //! How a query and a key become a logit: score functions and additive position biases.
 
-use crate::arch;
+use crate::element::Element;
 use crate::error::Error;
 use crate::math::sqrt;
 
@@ -26,24 +26,24 @@ pub(crate) const COSINE_EPS: f32 = 1e-8;
 impl Score {
     /// `|q|` clamped as the cosine score needs it (1 for the other scores, which ignore it).
     #[inline]
-    pub(crate) fn query_norm(self, q: &[f32]) -> f32 {
+    pub(crate) fn query_norm<E: Element>(self, q: &[E]) -> f32 {
         match self {
-            Score::Cosine => sqrt(arch::dot(q, q)).max(COSINE_EPS),
+            Score::Cosine => sqrt(E::dot(q, q)).max(COSINE_EPS),
             _ => 1.0,
         }
     }
 
     /// The unscaled-by-bias logit of `q` and `k`; `q_norm` from [`Score::query_norm`].
     #[inline]
-    pub(crate) fn logit(self, q: &[f32], k: &[f32], q_norm: f32, scale: f32) -> f32 {
+    pub(crate) fn logit<E: Element>(self, q: &[E], k: &[E], q_norm: f32, scale: f32) -> f32 {
         match self {
-            Score::Dot => scale * arch::dot(q, k),
+            Score::Dot => scale * E::dot(q, k),
             Score::Cosine => {
-                let k_norm = sqrt(arch::dot(k, k)).max(COSINE_EPS);
-                scale * arch::dot(q, k) / (q_norm * k_norm)
+                let k_norm = sqrt(E::dot(k, k)).max(COSINE_EPS);
+                scale * E::dot(q, k) / (q_norm * k_norm)
             }
-            Score::NegSqL2 => -scale * arch::sq_l2_distance(q, k),
-            Score::NegL1 => -scale * arch::l1_distance(q, k),
+            Score::NegSqL2 => -scale * E::sq_l2_distance(q, k),
+            Score::NegL1 => -scale * E::l1_distance(q, k),
         }
     }
 }

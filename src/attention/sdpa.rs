@@ -8,6 +8,7 @@
 
 use super::score::{Bias, Score};
 use crate::arch;
+use crate::element::Element;
 use crate::error::{check_len, mul, nonzero, product, Error};
 use crate::mask::Mask;
 use crate::math::sqrt;
@@ -116,7 +117,7 @@ impl SdpaParams<'_> {
     }
 }
 
-/// Attention of `q` over `k`/`v` into `out`, shapes as [`AttentionShape`] describes.
+/// Attention of `q` over `k`/`v` into `out` (f32), shapes as [`AttentionShape`] describes.
 ///
 /// Rows with no allowed key are zero. Errors: any zero dimension, slice lengths that do not
 /// match the shape, `heads % kv_heads != 0`, a non-finite scale, a malformed mask or bias.
@@ -140,12 +141,93 @@ pub fn sdpa(
     shape: AttentionShape,
     params: &SdpaParams<'_>,
 ) -> Result<(), Error> {
-    let (q_len, k_len, v_len, out_len) = shape.lengths()?;
+    let scale = validate(q, k, v, out.len(), shape, params)?;
+    // f32 output rows are their own accumulators: no scratch.
+    for_each_row(q, k, v, shape, |h, i, q_row, k_h, v_h| {
+        let out_row = &mut out[(h * shape.lq + i) * shape.dv..][..shape.dv];
+        attend_row(q_row, k_h, v_h, out_row, h, i, scale, params);
+    });
+    Ok(())
+}
+
+/// Attention with tensors stored as `E` (`f16`, `bf16`, or `f32`) and f32 arithmetic.
+/// `scratch` holds one f32 output row: at least [`sdpa_scratch_len`] elements.
+///
+/// ```
+/// use microattn::attention::{sdpa_typed, sdpa_scratch_len, AttentionShape, SdpaParams};
+/// use microattn::f16;
+/// let shape = AttentionShape::single(1, 2, 2, 1);
+/// let q = [f16::from_f32(1.0), f16::ZERO];
+/// let k = [f16::from_f32(1.0), f16::ZERO, f16::ZERO, f16::from_f32(1.0)];
+/// let v = [f16::from_f32(10.0), f16::from_f32(20.0)];
+/// let mut out = [f16::ZERO; 1];
+/// let mut scratch = [0.0f32; sdpa_scratch_len(shape)];
+/// sdpa_typed(&q, &k, &v, &mut out, shape, &SdpaParams::default(), &mut scratch)?;
+/// assert!((out[0].to_f32() - 13.3).abs() < 0.1);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+pub fn sdpa_typed<E: Element>(
+    q: &[E],
+    k: &[E],
+    v: &[E],
+    out: &mut [E],
+    shape: AttentionShape,
+    params: &SdpaParams<'_>,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    let scale = validate(q, k, v, out.len(), shape, params)?;
+    let needed = sdpa_scratch_len(shape);
+    let found = scratch.len();
+    let acc = scratch
+        .get_mut(..needed)
+        .ok_or(Error::ScratchTooSmall { needed, found })?;
+    for_each_row(q, k, v, shape, |h, i, q_row, k_h, v_h| {
+        attend_row(q_row, k_h, v_h, acc, h, i, scale, params);
+        let out_row = &mut out[(h * shape.lq + i) * shape.dv..][..shape.dv];
+        for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
+            *o = E::from_f32(a);
+        }
+    });
+    Ok(())
+}
+
+/// f32 elements of scratch [`sdpa_typed`] needs: one output row.
+pub const fn sdpa_scratch_len(shape: AttentionShape) -> usize {
+    shape.dv
+}
+
+/// Checks every shape and parameter of an attention call; returns the scale.
+fn validate<E>(
+    q: &[E],
+    k: &[E],
+    v: &[E],
+    out_len: usize,
+    shape: AttentionShape,
+    params: &SdpaParams<'_>,
+) -> Result<f32, Error> {
+    let (q_len, k_len, v_len, expected_out) = shape.lengths()?;
     check_len(q, q_len)?;
     check_len(k, k_len)?;
     check_len(v, v_len)?;
-    check_len(out, out_len)?;
-    let scale = params.validate(&shape)?;
+    if out_len != expected_out {
+        return Err(Error::LengthMismatch {
+            expected: expected_out,
+            found: out_len,
+        });
+    }
+    params.validate(&shape)
+}
+
+/// Calls `f(head, row, q_row, k_head, v_head)` for every query row of every head, with the
+/// KV head that query head reads. Shapes must have been validated.
+#[inline]
+fn for_each_row<E>(
+    q: &[E],
+    k: &[E],
+    v: &[E],
+    shape: AttentionShape,
+    mut f: impl FnMut(usize, usize, &[E], &[E], &[E]),
+) {
     let AttentionShape {
         heads,
         kv_heads,
@@ -155,44 +237,33 @@ pub fn sdpa(
         dv,
     } = shape;
     let group = heads / kv_heads;
-    // Lengths were checked above, so these products cannot overflow.
-    let (k_head, v_head) = (lk * d, lk * dv);
-    for (h, (q_h, out_h)) in q
-        .chunks_exact(lq * d)
-        .zip(out.chunks_exact_mut(lq * dv))
-        .enumerate()
-    {
+    for (h, q_h) in q.chunks_exact(lq * d).enumerate() {
         let kvh = h / group;
-        let k_h = &k[kvh * k_head..][..k_head];
-        let v_h = &v[kvh * v_head..][..v_head];
-        for (i, (q_row, out_row)) in q_h
-            .chunks_exact(d)
-            .zip(out_h.chunks_exact_mut(dv))
-            .enumerate()
-        {
-            attend_row(q_row, k_h, v_h, out_row, h, i, scale, params);
+        let k_h = &k[kvh * lk * d..][..lk * d];
+        let v_h = &v[kvh * lk * dv..][..lk * dv];
+        for (i, q_row) in q_h.chunks_exact(d).enumerate() {
+            f(h, i, q_row, k_h, v_h);
         }
     }
-    Ok(())
 }
 
 /// One query row of one head: walks the allowed keys in tiles with an online softmax,
-/// accumulating straight into `out_row`.
+/// accumulating the normalized output row into `acc` (`dv` elements).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn attend_row(
-    q_row: &[f32],
-    k_h: &[f32],
-    v_h: &[f32],
-    out_row: &mut [f32],
+fn attend_row<E: Element>(
+    q_row: &[E],
+    k_h: &[E],
+    v_h: &[E],
+    acc: &mut [f32],
     head: usize,
     row: usize,
     scale: f32,
     params: &SdpaParams<'_>,
 ) {
-    let (d, dv) = (q_row.len(), out_row.len());
+    let (d, dv) = (q_row.len(), acc.len());
     let lk = k_h.len() / d;
-    out_row.fill(0.0);
+    acc.fill(0.0);
     let position = params.mask.position(row);
     let q_norm = params.score.query_norm(q_row);
     let mut softmax = OnlineSoftmax::new();
@@ -209,15 +280,15 @@ fn attend_row(
             }
             let rescale = softmax.update(tile);
             if rescale != 1.0 {
-                arch::scale(out_row, rescale);
+                arch::scale(acc, rescale);
             }
             for (&w, j) in tile.iter().zip(start..end) {
-                arch::axpy(w, &v_h[j * dv..][..dv], out_row);
+                E::axpy(w, &v_h[j * dv..][..dv], acc);
             }
             start = end;
         }
     }
-    arch::scale(out_row, softmax.inverse_sum());
+    arch::scale(acc, softmax.inverse_sum());
 }
 
 /// Elements of `[heads, lq, dv]` attention output: a `const fn` for sizing `static` buffers.

@@ -1,0 +1,100 @@
+//! Storage element types: `f32`, `half::f16` and `half::bf16`.
+//!
+//! The float kernels are written once, generic over [`Element`]: tensors are stored in the
+//! element type, arithmetic runs in f32 (products, sums, softmax). The inner primitives are
+//! trait methods so that a backend can give one element type a faster version (SIMD for f32,
+//! F16C for f16) without touching the kernels.
+
+use half::{bf16, f16};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// A float storage type whose arithmetic runs in f32.
+pub trait Element:
+    Copy + Default + PartialEq + core::fmt::Debug + sealed::Sealed + 'static
+{
+    /// Widens to f32 (exact for every implementor).
+    fn to_f32(self) -> f32;
+    /// Rounds an f32 to this type (round to nearest even).
+    fn from_f32(x: f32) -> Self;
+
+    /// Dot product in f32 over the common length.
+    #[inline]
+    fn dot(a: &[Self], b: &[Self]) -> f32 {
+        crate::arch::scalar::dot_by(a, b, Self::to_f32)
+    }
+
+    /// Squared Euclidean distance in f32 over the common length.
+    #[inline]
+    fn sq_l2_distance(a: &[Self], b: &[Self]) -> f32 {
+        crate::arch::scalar::sq_l2_distance_by(a, b, Self::to_f32)
+    }
+
+    /// Manhattan distance in f32 over the common length.
+    #[inline]
+    fn l1_distance(a: &[Self], b: &[Self]) -> f32 {
+        crate::arch::scalar::l1_distance_by(a, b, Self::to_f32)
+    }
+
+    /// `acc += alpha * x` in f32 over the common length.
+    #[inline]
+    fn axpy(alpha: f32, x: &[Self], acc: &mut [f32]) {
+        for (a, &xi) in acc.iter_mut().zip(x) {
+            *a += alpha * xi.to_f32();
+        }
+    }
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        crate::arch::dot(a, b)
+    }
+    #[inline]
+    fn sq_l2_distance(a: &[f32], b: &[f32]) -> f32 {
+        crate::arch::sq_l2_distance(a, b)
+    }
+    #[inline]
+    fn l1_distance(a: &[f32], b: &[f32]) -> f32 {
+        crate::arch::l1_distance(a, b)
+    }
+    #[inline]
+    fn axpy(alpha: f32, x: &[f32], acc: &mut [f32]) {
+        crate::arch::axpy(alpha, x, acc)
+    }
+}
+
+impl Element for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
+impl Element for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+}
