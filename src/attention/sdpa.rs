@@ -156,13 +156,13 @@ pub fn sdpa(
 /// ```
 /// use microattn::attention::{sdpa_typed, sdpa_scratch_len, AttentionShape, SdpaParams};
 /// use microattn::f16;
-/// let shape = AttentionShape::single(1, 2, 2, 1);
+/// const SHAPE: AttentionShape = AttentionShape::single(1, 2, 2, 1);
 /// let q = [f16::from_f32(1.0), f16::ZERO];
 /// let k = [f16::from_f32(1.0), f16::ZERO, f16::ZERO, f16::from_f32(1.0)];
 /// let v = [f16::from_f32(10.0), f16::from_f32(20.0)];
 /// let mut out = [f16::ZERO; 1];
-/// let mut scratch = [0.0f32; sdpa_scratch_len(shape)];
-/// sdpa_typed(&q, &k, &v, &mut out, shape, &SdpaParams::default(), &mut scratch)?;
+/// let mut scratch = [0.0f32; sdpa_scratch_len(SHAPE)];
+/// sdpa_typed(&q, &k, &v, &mut out, SHAPE, &SdpaParams::default(), &mut scratch)?;
 /// assert!((out[0].to_f32() - 13.3).abs() < 0.1);
 /// # Ok::<(), microattn::Error>(())
 /// ```
