@@ -35,8 +35,10 @@ pub mod arch;
 pub mod attention;
 pub mod element;
 mod error;
+pub mod layers;
 pub mod mask;
 pub mod math;
+pub mod position;
 pub mod softmax;
 
 pub use element::Element;

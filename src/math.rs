@@ -32,3 +32,27 @@ pub fn exp_m1(x: f32) -> f32 {
 pub fn ln(x: f32) -> f32 {
     libm::logf(x)
 }
+
+/// Error function, within a few ulp (libm `erff`): exact GELU.
+#[inline]
+pub fn erf(x: f32) -> f32 {
+    libm::erff(x)
+}
+
+/// Sine, within 1 ulp (libm `sinf`, with full argument reduction).
+#[inline]
+pub fn sin(x: f32) -> f32 {
+    libm::sinf(x)
+}
+
+/// Cosine, within 1 ulp (libm `cosf`, with full argument reduction).
+#[inline]
+pub fn cos(x: f32) -> f32 {
+    libm::cosf(x)
+}
+
+/// `ln(1 + x)`, accurate near zero (libm `log1pf`): softplus.
+#[inline]
+pub fn ln_1p(x: f32) -> f32 {
+    libm::log1pf(x)
+}
