@@ -123,12 +123,14 @@ impl Bias<'_> {
                 max_distance,
                 table,
             } => {
-                let bucket = t5_bucket(
-                    j as i64 - p as i64,
-                    bidirectional,
-                    num_buckets,
-                    max_distance,
-                );
+                // `j - p` exactly, saturated to i64: positions past i64::MAX (a huge
+                // q_pos_offset) must not wrap or overflow.
+                let relative = if j >= p {
+                    i64::try_from(j - p).unwrap_or(i64::MAX)
+                } else {
+                    i64::try_from(p - j).map_or(i64::MIN, |d| -d)
+                };
+                let bucket = t5_bucket(relative, bidirectional, num_buckets, max_distance);
                 table
                     .get(head * num_buckets + bucket)
                     .copied()
@@ -165,7 +167,7 @@ pub fn t5_bucket(
         relative.unsigned_abs()
     } else {
         // Only keys before the query are distinguished.
-        (-relative).max(0) as u64
+        relative.min(0).unsigned_abs()
     };
     let exact = buckets / 2;
     if exact == 0 {

@@ -275,8 +275,11 @@ fn attend_row<E: Element>(
             let tile = &mut logits[..end - start];
             for (t, j) in tile.iter_mut().zip(start..end) {
                 let k_row = &k_h[j * d..][..d];
-                *t = params.score.logit(q_row, k_row, q_norm, scale)
-                    + params.bias.value(head, position, j);
+                // Saturate at ±f32::MAX: a logit that overflowed to ±inf would otherwise
+                // give NaN (inf - inf) or a zero row for an allowed key.
+                *t = (params.score.logit(q_row, k_row, q_norm, scale)
+                    + params.bias.value(head, position, j))
+                .clamp(-f32::MAX, f32::MAX);
             }
             let rescale = softmax.update(tile);
             if rescale != 1.0 {
