@@ -1,0 +1,58 @@
+# Shared by scripts/qemu-test and scripts/qemu-run-demo (sourced, not run).
+# Expects $root (the repository) to be set.
+
+targets="$root/targets"
+
+# Installs the thumb targets and qemu-system-arm when missing.
+ensure_qemu() {
+    local installed
+    installed="$(rustup target list --installed)"
+    for t in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
+        grep -qx "$t" <<<"$installed" || rustup target add "$t"
+    done
+    if ! command -v qemu-system-arm >/dev/null 2>&1; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "installing qemu-system-arm (Debian)"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-system-arm >/dev/null
+    fi
+}
+
+# Reads targets/MACHINE/machine.conf into TARGET, TARGET_CPU, QEMU_MACHINE, QEMU_CPU.
+load_machine() {
+    local conf="$targets/$1/machine.conf"
+    [ -f "$conf" ] || { echo "unknown machine $1 (no $conf)" >&2; return 1; }
+    TARGET="" TARGET_CPU="" QEMU_MACHINE="" QEMU_CPU=""
+    # shellcheck disable=SC1090
+    . "$conf"
+}
+
+# Builds the firmware binaries (release) for MACHINE and copies them to
+# targets/target/elf/MACHINE/; sets ELF_DIR and LOG_DIR. One shared target dir: host-side
+# build dependencies are built once; the ELFs are copied out because machines that share a
+# target triple overwrite each other's.
+build_firmware() {
+    local machine="$1"
+    load_machine "$machine" || return 1
+    ELF_DIR="$targets/target/elf/$machine"
+    LOG_DIR="$targets/target/logs"
+    mkdir -p "$ELF_DIR" "$LOG_DIR"
+    local flags=""
+    [ -z "$TARGET_CPU" ] || flags="-C target-cpu=$TARGET_CPU"
+    (cd "$targets" && RUSTFLAGS="$flags" cargo build --quiet --release --target "$TARGET" \
+        --features "$machine" --bins) || return 1
+    cp "$targets/target/$TARGET/release/conformance" "$targets/target/$TARGET/release/demo" "$ELF_DIR/"
+}
+
+# run_qemu MACHINE ELF TIMEOUT [ARG...]: runs ELF under QEMU with semihosting; the exit
+# status is the firmware's (0 success, 1 failure/panic/fault), 124 on timeout.
+run_qemu() {
+    local machine="$1" elf="$2" limit="$3"
+    shift 3
+    load_machine "$machine" || return 1
+    local semi="enable=on,target=native,arg=$(basename "$elf")"
+    for a in "$@"; do semi="$semi,arg=$a"; done
+    timeout "$limit" qemu-system-arm -machine "$QEMU_MACHINE" -cpu "$QEMU_CPU" -nographic \
+        -monitor none -serial none -semihosting-config "$semi" -kernel "$elf"
+}

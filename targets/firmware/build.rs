@@ -1,0 +1,326 @@
+//! Picks the machine's `memory.x` and turns the project's conformance cases into Rust
+//! statics (`$OUT_DIR/cases.rs`) that the `conformance` firmware runs on target.
+//!
+//! Cases come from `tests/conformance/cases/*.json` of the project, or exactly
+//! `$MICROATTN_CONFORMANCE_DIR/*.json` when that is set (as the host runner). Only the cases
+//! whose data fit the machine's flash budget and whose buffers fit its RAM budget are
+//! embedded; the others are listed as skipped with the reason, and the firmware prints them.
+
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+/// Machines: feature name, bytes of flash for case data, bytes of RAM for case buffers.
+/// Budgets leave room for code (~40 KiB), stack and the f16 working copies.
+const MACHINES: &[(&str, usize, usize)] = &[
+    ("mps2-an385", 3 << 20, 1 << 20),
+    ("mps2-an386", 3 << 20, 1 << 20),
+    ("mps2-an500", 3 << 20, 1 << 20),
+    ("mps2-an505", 3 << 20, 1 << 20),
+    ("mps3-an547", 384 << 10, 256 << 10),
+    // 256 KiB flash, 16 KiB RAM: keep 8 KiB of RAM for the stack and statics.
+    ("microbit", 160 << 10, 8 << 10),
+];
+
+/// Ops the firmware can run (kernels that exist in the library).
+const OPS: &[&str] = &["sdpa"];
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+
+    let enabled: Vec<_> = MACHINES
+        .iter()
+        .filter(|(name, _, _)| {
+            let var = format!("CARGO_FEATURE_{}", name.to_uppercase().replace('-', "_"));
+            env::var_os(var).is_some()
+        })
+        .collect();
+    let &&(machine, flash_budget, ram_budget) = match enabled.as_slice() {
+        [one] => one,
+        _ => panic!("enable exactly one machine feature (mps2-an385, ..., microbit)"),
+    };
+
+    // memory.x from the machine's folder, found by cortex-m-rt's link.x via the search path.
+    let memory = manifest.join("..").join(machine).join("memory.x");
+    fs::copy(&memory, out.join("memory.x")).expect("copy memory.x");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rustc-link-arg=-Tlink.x");
+    println!("cargo:rerun-if-changed={}", memory.display());
+    println!("cargo:rustc-env=MICROATTN_MACHINE={machine}");
+
+    let dir = match env::var_os("MICROATTN_CONFORMANCE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => manifest.join("../../tests/conformance/cases"),
+    };
+    println!("cargo:rerun-if-env-changed=MICROATTN_CONFORMANCE_DIR");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let code = generate(&dir, flash_budget, ram_budget);
+    fs::write(out.join("cases.rs"), code).expect("write cases.rs");
+}
+
+/// Everything the firmware needs to know about one embedded case, as Rust source.
+struct Embedded {
+    source: String,
+    flash: usize,
+    ram: usize,
+    inputs: usize,
+    outputs: usize,
+    dv: usize,
+}
+
+fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("conformance cases in {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+
+    let mut cases = String::new();
+    let mut skipped = String::new();
+    let (mut flash, mut max_in, mut max_out, mut max_dv) = (0usize, 0usize, 0usize, 1usize);
+    for path in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text = fs::read_to_string(path).unwrap();
+        let case: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = case["name"].as_str().unwrap_or("?").to_string();
+        let op = case["op"].as_str().unwrap_or("?");
+        if !OPS.contains(&op) {
+            let _ = writeln!(skipped, "    ({name:?}, \"op {op} is not run on target yet\"),");
+            continue;
+        }
+        let embedded = match sdpa_case(&case) {
+            Ok(e) => e,
+            Err(reason) => {
+                // A case of a supported op that cannot be expressed is a failure, not a skip.
+                let _ = writeln!(cases, "    Case::Unsupported {{ name: {name:?}, reason: {reason:?} }},");
+                continue;
+            }
+        };
+        if embedded.ram > ram_budget || flash + embedded.flash > flash_budget {
+            let _ = writeln!(
+                skipped,
+                "    ({name:?}, \"needs {} B of RAM and {} B of flash, beyond this machine's budget\"),",
+                embedded.ram, embedded.flash
+            );
+            continue;
+        }
+        flash += embedded.flash;
+        max_in = max_in.max(embedded.inputs);
+        max_out = max_out.max(embedded.outputs);
+        max_dv = max_dv.max(embedded.dv);
+        cases.push_str(&embedded.source);
+    }
+    format!(
+        "/// Cases embedded for this machine.\npub static CASES: &[Case] = &[\n{cases}];\n\
+         /// Cases left out, with the reason.\npub static SKIPPED: &[(&str, &str)] = &[\n{skipped}];\n\
+         /// Largest q+k+v element count of an embedded case.\npub const MAX_INPUT: usize = {};\n\
+         /// Largest output element count.\npub const MAX_OUTPUT: usize = {};\n\
+         /// Largest value width (f16 scratch row).\npub const MAX_DV: usize = {max_dv};\n",
+        max_in.max(1),
+        max_out.max(1)
+    )
+}
+
+/// A tensor's shape and data.
+fn tensor(case: &Value, group: &str, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let t = &case[group][name];
+    let shape = t["shape"]
+        .as_array()
+        .ok_or(format!("{group}.{name} missing"))?
+        .iter()
+        .map(|x| x.as_u64().map(|x| x as usize).ok_or("bad shape"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = t["data"]
+        .as_array()
+        .ok_or(format!("{group}.{name} has no data"))?
+        .iter()
+        .map(|x| x.as_f64().map(|x| x as f32).ok_or("non-number in data"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(format!("{group}.{name}: data does not match shape"));
+    }
+    Ok((shape, data))
+}
+
+fn floats(data: &[f32]) -> String {
+    let mut s = String::from("&[");
+    for x in data {
+        // `{:?}` prints the shortest text that reads back as the same f32.
+        let _ = write!(s, "{x:?},");
+    }
+    s.push(']');
+    s
+}
+
+fn usizes(v: &Value) -> Result<String, String> {
+    let items = v.as_array().ok_or("expected a list")?;
+    let mut s = String::from("&[");
+    for x in items {
+        let _ = write!(s, "{},", x.as_u64().ok_or("expected a position")?);
+    }
+    s.push(']');
+    Ok(s)
+}
+
+fn field(v: &Value, name: &str) -> Result<u64, String> {
+    v[name].as_u64().ok_or(format!("mask field {name} missing"))
+}
+
+fn mask_terms(mask: &Value) -> Result<(String, bool), String> {
+    let Some(list) = mask.as_array() else {
+        return Ok(("&[]".into(), false));
+    };
+    let mut s = String::from("&[");
+    let mut causal = false;
+    for term in list {
+        let kind = term["kind"].as_str().ok_or("mask term without kind")?;
+        let text = match kind {
+            "none" => "MaskTerm::None".to_string(),
+            "causal" => {
+                causal = true;
+                "MaskTerm::Causal".to_string()
+            }
+            "sliding" => format!(
+                "MaskTerm::Sliding {{ left: {}, right: {} }}",
+                field(term, "left")?,
+                field(term, "right")?
+            ),
+            "dilated" => format!(
+                "MaskTerm::Dilated {{ left: {}, right: {}, dilation: {} }}",
+                field(term, "left")?,
+                field(term, "right")?,
+                field(term, "dilation")?
+            ),
+            "global_sliding" => format!(
+                "MaskTerm::GlobalSliding {{ left: {}, right: {}, global: {} }}",
+                field(term, "left")?,
+                field(term, "right")?,
+                usizes(&term["global"])?
+            ),
+            "block_sparse" => {
+                let mut random = String::from("&[");
+                for pair in term["random"].as_array().unwrap_or(&Vec::new()) {
+                    let p = pair.as_array().ok_or("random pair")?;
+                    let (q, k) = (p.first(), p.get(1));
+                    let (Some(q), Some(k)) = (q.and_then(Value::as_u64), k.and_then(Value::as_u64))
+                    else {
+                        return Err("bad random pair".into());
+                    };
+                    let _ = write!(random, "({q}, {k}),");
+                }
+                random.push(']');
+                let global = if term["global"].is_null() {
+                    "&[]".to_string()
+                } else {
+                    usizes(&term["global"])?
+                };
+                format!(
+                    "MaskTerm::BlockSparse {{ block: {}, window: {}, global: {global}, random: {random} }}",
+                    field(term, "block")?,
+                    field(term, "window")?
+                )
+            }
+            "key_padding" => format!("MaskTerm::KeyPadding {{ valid: {} }}", field(term, "valid")?),
+            other => return Err(format!("mask kind {other} unknown to the firmware generator")),
+        };
+        s.push_str(&text);
+        s.push(',');
+    }
+    s.push(']');
+    Ok((s, causal))
+}
+
+fn bias(b: &Value) -> Result<String, String> {
+    if b.is_null() {
+        return Ok("Bias::None".into());
+    }
+    match b["kind"].as_str() {
+        Some("alibi") => {
+            let slopes: Vec<f32> = b["slopes"]
+                .as_array()
+                .ok_or("alibi slopes")?
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect();
+            Ok(format!("Bias::Alibi {{ slopes: {} }}", floats(&slopes)))
+        }
+        Some("t5") => {
+            let mut table = Vec::new();
+            for row in b["table"].as_array().ok_or("t5 table")? {
+                for x in row.as_array().ok_or("t5 table row")? {
+                    table.push(x.as_f64().ok_or("t5 value")? as f32);
+                }
+            }
+            Ok(format!(
+                "Bias::T5 {{ bidirectional: {}, num_buckets: {}, max_distance: {}, table: {} }}",
+                b["bidirectional"].as_bool().ok_or("t5 bidirectional")?,
+                b["num_buckets"].as_u64().ok_or("t5 num_buckets")?,
+                b["max_distance"].as_u64().ok_or("t5 max_distance")?,
+                floats(&table)
+            ))
+        }
+        other => Err(format!("bias {other:?} unknown to the firmware generator")),
+    }
+}
+
+fn sdpa_case(case: &Value) -> Result<Embedded, String> {
+    let name = case["name"].as_str().unwrap_or("?");
+    let (qs, q) = tensor(case, "inputs", "q")?;
+    let (ks, k) = tensor(case, "inputs", "k")?;
+    let (vs, v) = tensor(case, "inputs", "v")?;
+    let (_, out) = tensor(case, "expected", "out")?;
+    let (heads, kv_heads, lq, lk, d, dv) = match (qs.as_slice(), ks.as_slice(), vs.as_slice()) {
+        ([lq, d], [lk, _], [_, dv]) => (1, 1, *lq, *lk, *d, *dv),
+        ([h, lq, d], [hkv, lk, _], [_, _, dv]) => (*h, *hkv, *lq, *lk, *d, *dv),
+        _ => return Err("q/k/v shapes not [L,D] or [H,L,D]".into()),
+    };
+    let params = &case["params"];
+    let scale = match params["scale"].as_f64() {
+        Some(s) => format!("Some({:?})", s as f32),
+        None => "None".into(),
+    };
+    let score = match params["score"].as_str().unwrap_or("dot") {
+        "dot" => "Score::Dot",
+        "cosine" => "Score::Cosine",
+        "neg_sq_l2" => "Score::NegSqL2",
+        "neg_l1" => "Score::NegL1",
+        other => return Err(format!("score {other} unknown to the firmware generator")),
+    };
+    let (mask, causal) = mask_terms(&params["mask"])?;
+    let offset = params["q_pos_offset"].as_i64().unwrap_or(0);
+    // The library's positions are unsigned. A negative offset is expressible when the mask is
+    // causal: rows at negative positions see no key (zeros), the rest run with offset 0.
+    if offset < 0 && !causal {
+        return Err("negative q_pos_offset without a causal mask".into());
+    }
+    let bias = bias(&params["bias"])?;
+    let tol = |t: &str| match case["tolerance"][t].as_f64() {
+        Some(x) => format!("Some({x:?})"),
+        None => "None".into(),
+    };
+    let source = format!(
+        "    Case::Sdpa(SdpaCase {{ name: {name:?}, heads: {heads}, kv_heads: {kv_heads}, lq: {lq}, lk: {lk}, d: {d}, dv: {dv},\n      \
+         q: {}, k: {}, v: {}, expected: {},\n      scale: {scale}, score: {score}, mask: {mask}, q_pos_offset: {offset}, bias: {bias},\n      \
+         tol_f32: {}, tol_f16: {} }}),\n",
+        floats(&q),
+        floats(&k),
+        floats(&v),
+        floats(&out),
+        tol("f32"),
+        tol("f16"),
+    );
+    let inputs = q.len() + k.len() + v.len();
+    Ok(Embedded {
+        source,
+        flash: 4 * (inputs + out.len()),
+        // f16 copies of the inputs, f32 and f16 outputs.
+        ram: 2 * inputs + 6 * out.len() + 4 * dv,
+        inputs,
+        outputs: out.len(),
+        dv,
+    })
+}
