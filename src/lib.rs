@@ -38,7 +38,9 @@ mod error;
 pub mod layers;
 pub mod mask;
 pub mod math;
+pub mod mha;
 pub mod position;
+pub mod projection;
 pub mod softmax;
 
 pub use element::Element;
