@@ -1,0 +1,46 @@
+//! Dispatch from `(op, element type)` to the adapter that runs the library's kernel.
+//!
+//! Adding an op: create `ops/<op>.rs` with a `run(case, ty)` for f32/f16, add its `mod` line
+//! and one match arm below. The i8 adapters live in `ops/int8/` (one file per op, behind
+//! `mod int8;`) and get their own `(op, ElemType::I8)` arms. An `(op, type)` pair without an
+//! arm fails with "not supported", as `FORMAT.md` requires.
+
+use crate::case::{Case, ElemType};
+use microattn::f16;
+
+mod sdpa;
+mod mha;
+// mod linear_attention;
+// mod additive_attention;
+// mod luong_attention;
+// mod int8; // i8 adapters: ops/int8/mod.rs + ops/int8/<op>.rs
+
+/// An op's outputs, each named like the expected tensor it is compared with.
+pub type Outputs = Vec<(String, Vec<f32>)>;
+
+/// Runs `case` in element type `ty` through the library.
+pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
+    match (case.op.as_str(), ty) {
+        ("sdpa", ElemType::F32 | ElemType::F16) => sdpa::run(case, ty),
+        ("mha", ElemType::F32 | ElemType::F16) => mha::run(case, ty),
+        //
+        // i8 arms, one per op:
+        // ("sdpa", ElemType::I8) => int8::sdpa::run(case),
+        (op, ty) => Err(format!("op {op} not supported for type {ty}")),
+    }
+}
+
+/// Rounds f32 values to f16 storage (round to nearest even), as the f16 runs store inputs.
+pub fn to_f16(values: &[f32]) -> Vec<f16> {
+    values.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+/// Widens f16 outputs to f32 for the comparison (exact).
+pub fn widen_f16(values: &[f16]) -> Vec<f32> {
+    values.iter().map(|x| x.to_f32()).collect()
+}
+
+/// Formats a library error with the call it came from.
+pub fn kernel_error(call: &str, e: microattn::Error) -> String {
+    format!("{call} returned Err({e:?}): {e}")
+}

@@ -1,0 +1,90 @@
+//! `sdpa`: `microattn::attention::sdpa` (f32) and `sdpa_typed::<f16>` (f16).
+//!
+//! Inputs `q` [Lq,D], `k` [Lk,D], `v` [Lk,Dv] (one head) or `q` [H,Lq,D], `k` [Hkv,Lk,D],
+//! `v` [Hkv,Lk,Dv]; params `scale`, `score`, `mask`, `bias`, `q_pos_offset`; output `out`.
+
+use super::{kernel_error, to_f16, widen_f16, Outputs};
+use crate::case::{Case, ElemType};
+use crate::params::{opt_f64, opt_i64, score, BiasSpec, MaskList};
+use microattn::attention::{sdpa, sdpa_scratch_len, sdpa_typed, AttentionShape, SdpaParams};
+use microattn::f16;
+use microattn::mask::Mask;
+
+/// Runs the case in `ty` (f32 or f16).
+pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
+    let q = case.input("q")?;
+    let k = case.input("k")?;
+    let v = case.input("v")?;
+    let shape = shape_of(&q.shape, &k.shape, &v.shape)?;
+    let (q, k, v) = (
+        case.input_f32("q")?,
+        case.input_f32("k")?,
+        case.input_f32("v")?,
+    );
+
+    let p = &case.params;
+    let masks = MaskList::parse(p, "mask")?;
+    let terms = masks.terms();
+    let offset = opt_i64(p, "q_pos_offset")?.unwrap_or(0);
+    // The library's query positions are unsigned (`Mask::q_pos_offset: usize`).
+    let offset = usize::try_from(offset).map_err(|_| {
+        format!("q_pos_offset {offset} is negative: microattn's Mask::q_pos_offset is a usize")
+    })?;
+    let bias = BiasSpec::parse(p, "bias")?;
+    let params = SdpaParams {
+        scale: opt_f64(p, "scale")?.map(|s| s as f32),
+        score: score(p, "score")?,
+        mask: Mask::new(&terms).with_offset(offset),
+        bias: bias.bias(),
+    };
+
+    let out = match ty {
+        ElemType::F32 => {
+            let mut out = vec![0.0f32; out_len(shape)?];
+            sdpa(q, k, v, &mut out, shape, &params).map_err(|e| kernel_error("sdpa", e))?;
+            out
+        }
+        ElemType::F16 => {
+            let (q, k, v) = (to_f16(q), to_f16(k), to_f16(v));
+            let mut out = vec![f16::ZERO; out_len(shape)?];
+            let mut scratch = vec![0.0f32; sdpa_scratch_len(shape)];
+            sdpa_typed(&q, &k, &v, &mut out, shape, &params, &mut scratch)
+                .map_err(|e| kernel_error("sdpa_typed::<f16>", e))?;
+            widen_f16(&out)
+        }
+        ElemType::I8 => return Err("sdpa adapter runs f32 and f16 only".into()),
+    };
+    Ok(vec![("out".to_string(), out)])
+}
+
+/// The attention shape of 2-D (one head) or 3-D (heads) `q`, `k`, `v`.
+fn shape_of(q: &[usize], k: &[usize], v: &[usize]) -> Result<AttentionShape, String> {
+    let shape = match (q, k, v) {
+        (&[lq, d], &[lk, dk], &[lkv, dv]) => {
+            check(d == dk && lk == lkv, q, k, v)?;
+            AttentionShape::single(lq, lk, d, dv)
+        }
+        (&[h, lq, d], &[hkv, lk, dk], &[hv, lkv, dv]) => {
+            check(d == dk && lk == lkv && hkv == hv, q, k, v)?;
+            AttentionShape::multi_head(h, hkv, lq, lk, d, dv)
+        }
+        _ => return Err(format!("q {q:?}, k {k:?}, v {v:?}: not all 2-D or all 3-D")),
+    };
+    Ok(shape)
+}
+
+fn check(ok: bool, q: &[usize], k: &[usize], v: &[usize]) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("inconsistent shapes q {q:?}, k {k:?}, v {v:?}"))
+    }
+}
+
+/// Output elements `[heads, lq, dv]`, checked so a huge shape fails instead of panicking.
+fn out_len(shape: AttentionShape) -> Result<usize, String> {
+    [shape.heads, shape.lq, shape.dv]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| "output size overflows".to_string())
+}
