@@ -39,6 +39,13 @@ pub fn erf(x: f32) -> f32 {
     libm::erff(x)
 }
 
+/// Complementary error function `1 - erf(x)`, accurate where it is tiny (libm `erfcf`):
+/// GELU of very negative inputs.
+#[inline]
+pub fn erfc(x: f32) -> f32 {
+    libm::erfcf(x)
+}
+
 /// Sine, within 1 ulp (libm `sinf`, with full argument reduction).
 #[inline]
 pub fn sin(x: f32) -> f32 {

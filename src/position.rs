@@ -143,11 +143,7 @@ pub fn rope<E: Element>(
 
 /// Memory of [`rope`]: no weights, no scratch, no state.
 pub const fn rope_footprint() -> Footprint {
-    Footprint {
-        weights: 0,
-        scratch: 0,
-        state: 0,
-    }
+    Footprint::NONE
 }
 
 /// Fixed-size [`rope`] on `[L, D]`: errors only for an odd `D`, a zero size or a bad base.
@@ -254,8 +250,7 @@ pub fn sinusoidal_table_fixed<E: Element, const L: usize, const D: usize>(
 pub const fn sinusoidal_footprint(len: usize, dim: usize) -> Footprint {
     Footprint {
         weights: len.saturating_mul(dim),
-        scratch: 0,
-        state: 0,
+        ..Footprint::NONE
     }
 }
 
@@ -302,8 +297,7 @@ pub fn learned_add<E: Element>(
 pub const fn learned_footprint(max_len: usize, dim: usize) -> Footprint {
     Footprint {
         weights: max_len.saturating_mul(dim),
-        scratch: 0,
-        state: 0,
+        ..Footprint::NONE
     }
 }
 

@@ -2,6 +2,11 @@
 //! position encodings, norms, activations, FFN, GAT, ViT embedding, selective scan, encoder and
 //! decoder layers. Plus the errors each block must return instead of panicking.
 
+use microattn::layers::{
+    add_layer_norm, ffn, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_in_place,
+    gated_ffn_scratch_len, layer_norm, layer_norm_in_place, rms_norm, rms_norm_in_place, softplus,
+    Activation, FfnShape, FfnWeights, GatedFfnWeights,
+};
 use microattn::position::{
     alibi_slopes, learned_add, rope, rope_fixed, rope_heads_fixed, sinusoidal_add,
     sinusoidal_table, sinusoidal_table_fixed, RopeLayout, RopeParams,
@@ -290,4 +295,417 @@ fn alibi_slopes_match_paper() {
         }
     }
     assert_eq!(alibi_slopes(&mut []), Err(Error::ZeroDimension));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Norms and activations
+
+fn layer_norm_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, d: usize, eps: f64) -> Vec<f64> {
+    let mut y = Vec::new();
+    for row in x.chunks(d) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        for i in 0..d {
+            let n = (row[i] as f64 - mean) / (var + eps).sqrt();
+            y.push(n * w[i] as f64 + b.map_or(0.0, |b| b[i] as f64));
+        }
+    }
+    y
+}
+
+fn rms_norm_ref(x: &[f32], w: &[f32], d: usize, eps: f64) -> Vec<f64> {
+    let mut y = Vec::new();
+    for row in x.chunks(d) {
+        let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64;
+        for i in 0..d {
+            y.push(row[i] as f64 / (ms + eps).sqrt() * w[i] as f64);
+        }
+    }
+    y
+}
+
+#[test]
+fn norms_match_reference() {
+    let mut rng = Rng::new(10);
+    for (rows, d, eps) in [(1, 1, 1e-5f32), (5, 16, 1e-5), (3, 33, 1e-6), (4, 8, 0.0)] {
+        // An offset mean stresses the two-pass variance.
+        let x: Vec<f32> = rng.vec(rows * d).iter().map(|v| 3.0 * v + 100.0).collect();
+        let w = rng.vec(d);
+        let b = rng.vec(d);
+        let r = layer_norm_ref(&x, &w, Some(&b), d, eps as f64);
+        let mut y = vec![0.0f32; x.len()];
+        layer_norm(&x, &w, Some(&b), &mut y, d, eps).unwrap();
+        let tol = if d == 1 { 1e-6 } else { 2e-5 };
+        assert_close(&y, &r, tol, "layer_norm");
+        let mut z = x.clone();
+        layer_norm_in_place(&mut z, &w, Some(&b), d, eps).unwrap();
+        assert_eq!(y, z);
+
+        // x = LN(x + residual)
+        let res = rng.vec(rows * d);
+        let sum: Vec<f32> = x.iter().zip(&res).map(|(a, b)| a + b).collect();
+        let mut z = x.clone();
+        add_layer_norm(&mut z, &res, &w, Some(&b), d, eps).unwrap();
+        assert_close(
+            &z,
+            &layer_norm_ref(&sum, &w, Some(&b), d, eps as f64),
+            tol,
+            "add_ln",
+        );
+
+        let x = rng.vec(rows * d);
+        let r = rms_norm_ref(&x, &w, d, eps as f64);
+        rms_norm(&x, &w, &mut y, d, eps).unwrap();
+        assert_close(&y, &r, 1e-6, "rms_norm");
+        let mut z = x.clone();
+        rms_norm_in_place(&mut z, &w, d, eps).unwrap();
+        assert_eq!(y, z);
+    }
+}
+
+#[test]
+fn norms_of_constant_rows_and_f16() {
+    // A constant row with eps = 0: zeros plus the bias, not NaN.
+    let x = [2.0f32; 4];
+    let mut y = [9.0f32; 4];
+    layer_norm(&x, &[1.0f32; 4], Some(&[0.5; 4]), &mut y, 4, 0.0).unwrap();
+    assert_eq!(y, [0.5; 4]);
+    rms_norm(&[0.0f32; 4], &[1.0f32; 4], &mut y, 4, 0.0).unwrap();
+    assert_eq!(y, [0.0; 4]);
+
+    // f16 activations with f32 weights and with f16 weights.
+    let mut rng = Rng::new(11);
+    let xf = rng.vec(24);
+    let w = rng.vec(8);
+    let x: Vec<f16> = xf.iter().map(|&v| f16::from_f32(v)).collect();
+    let x16: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    let r = layer_norm_ref(&x16, &w, None, 8, 1e-5);
+    let mut y = vec![f16::ZERO; 24];
+    layer_norm(&x, &w, None, &mut y, 8, 1e-5).unwrap();
+    let yf: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
+    assert_close(&yf, &r, 1e-3, "layer_norm f16");
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let w16: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+    rms_norm(&x, &wh, &mut y, 8, 1e-5).unwrap();
+    let yf: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
+    assert_close(&yf, &rms_norm_ref(&x16, &w16, 8, 1e-5), 1e-3, "rms f16");
+}
+
+#[test]
+fn norm_errors() {
+    let x = [0.0f32; 12];
+    let mut y = [0.0f32; 12];
+    let w = [1.0f32; 4];
+    assert_eq!(
+        layer_norm(&x, &w, None, &mut y, 0, 1e-5),
+        Err(Error::ZeroDimension)
+    );
+    assert_eq!(
+        layer_norm::<f32, f32>(&[], &w, None, &mut [], 4, 1e-5),
+        Err(Error::ZeroDimension)
+    );
+    assert!(matches!(
+        layer_norm(&x[..10], &w, None, &mut y[..10], 4, 1e-5),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        layer_norm(&x, &w, None, &mut y[..8], 4, 1e-5),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        layer_norm(&x, &w, Some(&[0.0; 3]), &mut y, 4, 1e-5),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        rms_norm(&x, &w[..3], &mut y, 4, 1e-5),
+        Err(Error::LengthMismatch { .. })
+    ));
+    for eps in [-1e-5, f32::NAN, f32::INFINITY] {
+        assert_eq!(
+            layer_norm(&x, &w, None, &mut y, 4, eps),
+            Err(Error::InvalidScale)
+        );
+        assert_eq!(
+            rms_norm_in_place(&mut y, &w, 4, eps),
+            Err(Error::InvalidScale)
+        );
+    }
+    let mut z = [0.0f32; 12];
+    assert!(matches!(
+        add_layer_norm(&mut z, &x[..8], &w, None, 4, 1e-5),
+        Err(Error::LengthMismatch { .. })
+    ));
+}
+
+fn act_ref(a: Activation, x: f64) -> f64 {
+    match a {
+        Activation::Relu => x.max(0.0),
+        Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+        Activation::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044715 * x.powi(3))).tanh())
+        }
+        Activation::Silu => x / (1.0 + (-x).exp()),
+    }
+}
+
+const ACTIVATIONS: [Activation; 4] = [
+    Activation::Relu,
+    Activation::Gelu,
+    Activation::GeluTanh,
+    Activation::Silu,
+];
+
+#[test]
+fn activations_match_reference_and_stay_finite() {
+    for a in ACTIVATIONS {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.005; // [-10, 10]
+            let (y, r) = (a.apply(x) as f64, act_ref(a, x as f64));
+            // Relative accuracy in the tails, where erfc and e^x amplify the f32 rounding of
+            // their argument by about x²: 1 + x² ulp.
+            let tol = 2.4e-7 * (1.0 + (x * x) as f64) * r.abs();
+            assert!((y - r).abs() <= tol.max(1e-12), "{a:?}({x}) = {y} vs {r}");
+        }
+        for x in [-f32::MAX, -1e30, -100.0, 100.0, 1e30, f32::MAX] {
+            let y = a.apply(x);
+            assert!(y.is_finite(), "{a:?}({x}) = {y}");
+            let r = act_ref(a, x as f64);
+            assert!(
+                (y as f64 - r).abs() <= 1e-6 * r.abs().max(1e-30),
+                "{a:?}({x})"
+            );
+        }
+    }
+    let mut v = [f16::from_f32(-1.0), f16::from_f32(1.0)];
+    Activation::Silu.apply_in_place(&mut v);
+    assert_eq!(v[1], f16::from_f32(act_ref(Activation::Silu, 1.0) as f32));
+    // Softplus: ln(1 + e^x), and x beyond the threshold.
+    for x in [-30.0f32, -1.0, 0.0, 0.5, 19.0, 25.0, 1e30] {
+        let r = if x > 20.0 {
+            x as f64
+        } else {
+            (x as f64).exp().ln_1p()
+        };
+        assert!(
+            (softplus(x) as f64 - r).abs() <= 1e-6 * r.abs(),
+            "softplus({x})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feed-forward networks
+
+/// `x [rows, in] W^T [out, in] + b`.
+fn linear_ref(x: &[f64], w: &[f32], b: Option<&[f32]>, n_in: usize, n_out: usize) -> Vec<f64> {
+    let mut y = Vec::new();
+    for row in x.chunks(n_in) {
+        for o in 0..n_out {
+            let dot: f64 = (0..n_in).map(|i| row[i] * w[o * n_in + i] as f64).sum();
+            y.push(dot + b.map_or(0.0, |b| b[o] as f64));
+        }
+    }
+    y
+}
+
+fn to64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+fn ffn_ref(x: &[f32], w: &FfnWeights<'_>, a: Activation, d: usize, f: usize) -> Vec<f64> {
+    let h: Vec<f64> = linear_ref(&to64(x), w.w1, w.b1, d, f)
+        .into_iter()
+        .map(|v| act_ref(a, v))
+        .collect();
+    linear_ref(&h, w.w2, w.b2, f, d)
+}
+
+fn gated_ref(x: &[f32], w: &GatedFfnWeights<'_>, a: Activation, d: usize, f: usize) -> Vec<f64> {
+    let g = linear_ref(&to64(x), w.gate, None, d, f);
+    let u = linear_ref(&to64(x), w.up, None, d, f);
+    let h: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| act_ref(a, g) * u).collect();
+    linear_ref(&h, w.down, None, f, d)
+}
+
+fn round16(x: &[f32]) -> (Vec<f16>, Vec<f32>) {
+    let h: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+    let back = h.iter().map(|v| v.to_f32()).collect();
+    (h, back)
+}
+
+#[test]
+fn ffn_matches_reference_for_any_scratch() {
+    let mut rng = Rng::new(20);
+    let (rows, d, f) = (7, 12, 20);
+    let (w1, b1, w2, b2) = (rng.vec(f * d), rng.vec(f), rng.vec(d * f), rng.vec(d));
+    let weights = FfnWeights {
+        w1: &w1,
+        b1: Some(&b1),
+        w2: &w2,
+        b2: Some(&b2),
+    };
+    let x = rng.vec(rows * d);
+    let shape = FfnShape::new(rows, d, f);
+    for a in ACTIVATIONS {
+        let r = ffn_ref(&x, &weights, a, d, f);
+        // One row per block, blocks of 3 (a ragged last block), all rows at once.
+        for scratch_rows in [1, 3, 7, 10] {
+            let mut scratch = vec![0.0f32; ffn_scratch_len(shape) * scratch_rows + 1];
+            let mut y = vec![0.0f32; rows * d];
+            ffn(&x, &weights, a, &mut y, shape, &mut scratch).unwrap();
+            assert_close(&y, &r, 1e-6, &format!("ffn {a:?} {scratch_rows}"));
+            let mut z = x.clone();
+            ffn_in_place(&mut z, &weights, a, shape, &mut scratch).unwrap();
+            assert_eq!(y, z);
+        }
+    }
+    // No biases.
+    let nb = FfnWeights {
+        b1: None,
+        b2: None,
+        ..weights
+    };
+    let mut y = vec![0.0f32; rows * d];
+    let mut scratch = vec![0.0f32; f];
+    ffn(&x, &nb, Activation::Gelu, &mut y, shape, &mut scratch).unwrap();
+    assert_close(
+        &y,
+        &ffn_ref(&x, &nb, Activation::Gelu, d, f),
+        1e-6,
+        "no bias",
+    );
+
+    // f16 storage: compare with the reference on the same rounded values.
+    let ((w1h, w1r), (b1h, b1r), (w2h, w2r), (b2h, b2r), (xh, xr)) = (
+        round16(&w1),
+        round16(&b1),
+        round16(&w2),
+        round16(&b2),
+        round16(&x),
+    );
+    let wh = FfnWeights {
+        w1: &w1h[..],
+        b1: Some(&b1h[..]),
+        w2: &w2h[..],
+        b2: Some(&b2h[..]),
+    };
+    let wr = FfnWeights {
+        w1: &w1r,
+        b1: Some(&b1r),
+        w2: &w2r,
+        b2: Some(&b2r),
+    };
+    let mut yh = vec![f16::ZERO; rows * d];
+    ffn(&xh, &wh, Activation::Gelu, &mut yh, shape, &mut scratch).unwrap();
+    let yf: Vec<f32> = yh.iter().map(|v| v.to_f32()).collect();
+    assert_close(
+        &yf,
+        &ffn_ref(&xr, &wr, Activation::Gelu, d, f),
+        1e-3,
+        "ffn f16",
+    );
+}
+
+#[test]
+fn gated_ffn_matches_reference() {
+    let mut rng = Rng::new(21);
+    let (rows, d, f) = (5, 8, 24);
+    let (g, u, dn) = (rng.vec(f * d), rng.vec(f * d), rng.vec(d * f));
+    let weights = GatedFfnWeights {
+        gate: &g,
+        up: &u,
+        down: &dn,
+    };
+    let shape = FfnShape::new(rows, d, f);
+    let x = rng.vec(rows * d);
+    for a in [Activation::Silu, Activation::Gelu] {
+        let r = gated_ref(&x, &weights, a, d, f);
+        for scratch_rows in [1, 2, 5] {
+            let mut scratch = vec![0.0f32; gated_ffn_scratch_len(shape) * scratch_rows];
+            let mut y = vec![0.0f32; rows * d];
+            gated_ffn(&x, &weights, a, &mut y, shape, &mut scratch).unwrap();
+            assert_close(&y, &r, 1e-6, "gated");
+            let mut z = x.clone();
+            gated_ffn_in_place(&mut z, &weights, a, shape, &mut scratch).unwrap();
+            assert_eq!(y, z);
+        }
+    }
+}
+
+#[test]
+fn ffn_errors() {
+    let (d, f) = (4, 6);
+    let w1 = [0.0f32; 24];
+    let weights = FfnWeights {
+        w1: &w1,
+        b1: None,
+        w2: &w1,
+        b2: None,
+    };
+    let shape = FfnShape::new(2, d, f);
+    let x = [0.0f32; 8];
+    let mut y = [0.0f32; 8];
+    let mut scratch = [0.0f32; 6];
+    let relu = Activation::Relu;
+    assert!(matches!(
+        ffn(&x, &weights, relu, &mut y, shape, &mut scratch[..5]),
+        Err(Error::ScratchTooSmall {
+            needed: 6,
+            found: 5
+        })
+    ));
+    assert_eq!(
+        ffn(
+            &x,
+            &weights,
+            relu,
+            &mut y,
+            FfnShape::new(2, d, 0),
+            &mut scratch
+        ),
+        Err(Error::ZeroDimension)
+    );
+    assert!(matches!(
+        ffn(&x[..7], &weights, relu, &mut y, shape, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        ffn(&x, &weights, relu, &mut y[..4], shape, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let bad = FfnWeights {
+        b2: Some(&w1[..3]),
+        ..weights
+    };
+    assert!(matches!(
+        ffn(&x, &bad, relu, &mut y, shape, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let gated = GatedFfnWeights {
+        gate: &w1,
+        up: &w1[..20],
+        down: &w1,
+    };
+    let mut big = [0.0f32; 12];
+    assert!(matches!(
+        gated_ffn(&x, &gated, relu, &mut y, shape, &mut big),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let gated = GatedFfnWeights { up: &w1, ..gated };
+    assert!(matches!(
+        gated_ffn(&x, &gated, relu, &mut y, shape, &mut scratch),
+        Err(Error::ScratchTooSmall { needed: 12, .. })
+    ));
+    assert_eq!(
+        ffn(
+            &x,
+            &weights,
+            relu,
+            &mut y,
+            FfnShape::new(usize::MAX, 2, 3),
+            &mut scratch
+        ),
+        Err(Error::ShapeOverflow)
+    );
 }

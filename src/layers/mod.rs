@@ -4,15 +4,32 @@
 //! Every block states its memory as a [`Footprint`] computed by a `const fn` of its sizes, so
 //! firmware can size `static` buffers at compile time.
 
+mod activation;
+mod ffn;
+mod norm;
+
+pub use activation::{gelu, gelu_tanh, relu, sigmoid, silu, softplus, Activation};
+pub use ffn::{
+    ffn, ffn_footprint, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_footprint,
+    gated_ffn_in_place, gated_ffn_scratch_len, FfnShape, FfnWeights, GatedFfnWeights,
+};
+pub use norm::{
+    add_layer_norm, layer_norm, layer_norm_footprint, layer_norm_in_place, rms_norm,
+    rms_norm_footprint, rms_norm_in_place,
+};
+
 /// The memory a block needs, in elements.
 ///
-/// `weights` are in the storage element type (`f32`, `f16`, `bf16`); `scratch` (reused
-/// between calls) and `state` (kept between calls, such as a scan state) are f32.
+/// `weights` and `buffers` (caller-provided activation buffers) are in the storage element
+/// type (`f32`, `f16`, `bf16`); `scratch` (reused between calls) and `state` (kept between
+/// calls, such as a scan state) are f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Footprint {
     /// Parameters, in the storage element type.
     pub weights: usize,
+    /// Activation buffers between sub-blocks, in the storage element type.
+    pub buffers: usize,
     /// Caller-provided f32 working memory, needed only during a call.
     pub scratch: usize,
     /// f32 memory kept from one call to the next.
@@ -20,12 +37,21 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    /// Bytes in total when each weight takes `weight_bytes` bytes (4 for f32, 2 for f16/bf16).
-    /// Saturates instead of overflowing.
-    pub const fn bytes(&self, weight_bytes: usize) -> usize {
+    /// No memory at all.
+    pub const NONE: Footprint = Footprint {
+        weights: 0,
+        buffers: 0,
+        scratch: 0,
+        state: 0,
+    };
+
+    /// Bytes in total when each storage element takes `element_bytes` bytes (4 for f32, 2 for
+    /// f16/bf16). Saturates instead of overflowing.
+    pub const fn bytes(&self, element_bytes: usize) -> usize {
+        let stored = self.weights.saturating_add(self.buffers);
         let f32_elements = self.scratch.saturating_add(self.state);
-        self.weights
-            .saturating_mul(weight_bytes)
+        stored
+            .saturating_mul(element_bytes)
             .saturating_add(f32_elements.saturating_mul(4))
     }
 }

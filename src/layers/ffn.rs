@@ -1,0 +1,303 @@
+//! Position-wise feed-forward networks on top of [`crate::projection`]:
+//! the transformer FFN `y = W2 act(W1 x + b1) + b2` and the gated form
+//! `y = W_down (act(W_gate x) ∘ (W_up x))` (SwiGLU with SiLU as in LLaMA, GeGLU with GELU).
+//!
+//! Weights use PyTorch's `nn.Linear` layout (`[out_features, in_features]`). Inputs, weights
+//! and outputs are stored as one [`Element`] type; the hidden activations live in the
+//! caller's f32 scratch, so nothing between the two projections is rounded.
+//!
+//! Rows are processed in blocks as large as the scratch allows: the minimum scratch,
+//! [`ffn_scratch_len`], holds one row of hidden activations; a scratch of `k` times that lets
+//! each weight matrix be streamed once per `k` rows.
+
+use super::{Activation, Footprint};
+use crate::element::Element;
+use crate::error::{check_len, nonzero, product, Error};
+use crate::projection::{linear_mixed, linear_typed, LinearShape};
+
+/// Sizes of a feed-forward call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FfnShape {
+    /// Input rows (tokens).
+    pub rows: usize,
+    /// Model width: input and output features.
+    pub dim: usize,
+    /// Hidden width (`dim_feedforward`).
+    pub hidden: usize,
+}
+
+impl FfnShape {
+    /// `rows` tokens of width `dim` through a hidden layer of width `hidden`.
+    pub const fn new(rows: usize, dim: usize, hidden: usize) -> Self {
+        FfnShape { rows, dim, hidden }
+    }
+}
+
+/// The two projections of a transformer FFN (`linear1`, `linear2` in PyTorch's encoder layer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FfnWeights<'a, E = f32> {
+    /// `[hidden, dim]`.
+    pub w1: &'a [E],
+    /// `[hidden]`, or none.
+    pub b1: Option<&'a [E]>,
+    /// `[dim, hidden]`.
+    pub w2: &'a [E],
+    /// `[dim]`, or none.
+    pub b2: Option<&'a [E]>,
+}
+
+/// The three bias-free projections of a gated FFN (LLaMA's `w1`, `w3`, `w2`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GatedFfnWeights<'a, E = f32> {
+    /// Gate projection, `[hidden, dim]` (LLaMA `w1`); the activation applies to its output.
+    pub gate: &'a [E],
+    /// Up projection, `[hidden, dim]` (LLaMA `w3`).
+    pub up: &'a [E],
+    /// Down projection, `[dim, hidden]` (LLaMA `w2`).
+    pub down: &'a [E],
+}
+
+/// f32 scratch [`ffn`] needs at least: one row of hidden activations. More scratch, in
+/// multiples of this, processes more rows per pass over the weights.
+pub const fn ffn_scratch_len(shape: FfnShape) -> usize {
+    shape.hidden
+}
+
+/// f32 scratch [`gated_ffn`] needs at least: the gate and up activations of one row.
+pub const fn gated_ffn_scratch_len(shape: FfnShape) -> usize {
+    shape.hidden.saturating_mul(2)
+}
+
+/// Memory of [`ffn`] with biases: `2 * dim * hidden + hidden + dim` weights and the minimum
+/// scratch.
+pub const fn ffn_footprint(shape: FfnShape) -> Footprint {
+    Footprint {
+        weights: shape
+            .dim
+            .saturating_mul(shape.hidden)
+            .saturating_mul(2)
+            .saturating_add(shape.hidden)
+            .saturating_add(shape.dim),
+        scratch: ffn_scratch_len(shape),
+        ..Footprint::NONE
+    }
+}
+
+/// Memory of [`gated_ffn`]: `3 * dim * hidden` weights and the minimum scratch.
+pub const fn gated_ffn_footprint(shape: FfnShape) -> Footprint {
+    Footprint {
+        weights: shape.dim.saturating_mul(shape.hidden).saturating_mul(3),
+        scratch: gated_ffn_scratch_len(shape),
+        ..Footprint::NONE
+    }
+}
+
+/// Which network a call runs.
+#[derive(Clone, Copy)]
+enum Net<'w, 'a, E> {
+    Plain(&'w FfnWeights<'a, E>),
+    Gated(&'w GatedFfnWeights<'a, E>),
+}
+
+impl<E: Element> Net<'_, '_, E> {
+    /// f32 scratch per row.
+    fn scratch_per_row(&self, hidden: usize) -> Result<usize, Error> {
+        match self {
+            Net::Plain(_) => Ok(hidden),
+            Net::Gated(_) => hidden.checked_mul(2).ok_or(Error::ShapeOverflow),
+        }
+    }
+
+    /// Checks the weights against `shape`.
+    fn validate(&self, shape: FfnShape) -> Result<(), Error> {
+        let wlen = product(&[shape.dim, shape.hidden])?;
+        match self {
+            Net::Plain(w) => {
+                check_len(w.w1, wlen)?;
+                check_len(w.w2, wlen)?;
+                if let Some(b) = w.b1 {
+                    check_len(b, shape.hidden)?;
+                }
+                if let Some(b) = w.b2 {
+                    check_len(b, shape.dim)?;
+                }
+            }
+            Net::Gated(w) => {
+                check_len(w.gate, wlen)?;
+                check_len(w.up, wlen)?;
+                check_len(w.down, wlen)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hidden activations of `rows` input rows into `h` (`rows * scratch_per_row`).
+    fn expand(
+        &self,
+        x: &[E],
+        h: &mut [f32],
+        rows: usize,
+        shape: FfnShape,
+        act: Activation,
+    ) -> Result<(), Error> {
+        let up = LinearShape::new(rows, shape.dim, shape.hidden);
+        match self {
+            Net::Plain(w) => {
+                linear_typed(x, w.w1, w.b1, h, up)?;
+                act.apply_in_place(h);
+            }
+            Net::Gated(w) => {
+                let (g, u) = h.split_at_mut(rows * shape.hidden);
+                linear_typed(x, w.gate, None, g, up)?;
+                linear_typed(x, w.up, None, u, up)?;
+                for (gi, &ui) in g.iter_mut().zip(u.iter()) {
+                    *gi = act.apply(*gi) * ui;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Output rows from the hidden activations `h`.
+    fn contract(&self, h: &[f32], y: &mut [E], rows: usize, shape: FfnShape) -> Result<(), Error> {
+        let down = LinearShape::new(rows, shape.hidden, shape.dim);
+        let h = &h[..rows * shape.hidden];
+        match self {
+            Net::Plain(w) => linear_mixed(h, w.w2, w.b2, y, down),
+            Net::Gated(w) => linear_mixed(h, w.down, None, y, down),
+        }
+    }
+
+    /// Validates a call; returns the rows per block the scratch allows.
+    fn prepare(
+        &self,
+        x_len: usize,
+        y_len: usize,
+        shape: FfnShape,
+        scratch_len: usize,
+    ) -> Result<usize, Error> {
+        nonzero(&[shape.rows, shape.dim, shape.hidden])?;
+        let io = product(&[shape.rows, shape.dim])?;
+        for found in [x_len, y_len] {
+            if found != io {
+                return Err(Error::LengthMismatch {
+                    expected: io,
+                    found,
+                });
+            }
+        }
+        self.validate(shape)?;
+        let per_row = self.scratch_per_row(shape.hidden)?;
+        if scratch_len < per_row {
+            return Err(Error::ScratchTooSmall {
+                needed: per_row,
+                found: scratch_len,
+            });
+        }
+        Ok((scratch_len / per_row).min(shape.rows))
+    }
+
+    fn run(
+        &self,
+        x: &[E],
+        y: &mut [E],
+        act: Activation,
+        shape: FfnShape,
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        let block = self.prepare(x.len(), y.len(), shape, scratch.len())?;
+        let per_row = self.scratch_per_row(shape.hidden)?;
+        let chunk = block * shape.dim;
+        for (xb, yb) in x.chunks(chunk).zip(y.chunks_mut(chunk)) {
+            let rows = xb.len() / shape.dim;
+            let h = &mut scratch[..rows * per_row];
+            self.expand(xb, h, rows, shape, act)?;
+            self.contract(h, yb, rows, shape)?;
+        }
+        Ok(())
+    }
+
+    fn run_in_place(
+        &self,
+        x: &mut [E],
+        act: Activation,
+        shape: FfnShape,
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        let block = self.prepare(x.len(), x.len(), shape, scratch.len())?;
+        let per_row = self.scratch_per_row(shape.hidden)?;
+        for xb in x.chunks_mut(block * shape.dim) {
+            let rows = xb.len() / shape.dim;
+            let h = &mut scratch[..rows * per_row];
+            // The block's inputs are consumed into `h` before its outputs overwrite them.
+            self.expand(xb, h, rows, shape, act)?;
+            self.contract(h, xb, rows, shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// Transformer FFN `y = W2 act(W1 x + b1) + b2` on `x` `[rows, dim]` into `y` `[rows, dim]`.
+///
+/// Errors: a zero dimension, a tensor or weight length that does not match `shape`,
+/// `scratch` shorter than [`ffn_scratch_len`].
+///
+/// ```
+/// use microattn::layers::{ffn, ffn_scratch_len, Activation, FfnShape, FfnWeights};
+/// const SHAPE: FfnShape = FfnShape::new(1, 2, 2);
+/// let eye = [1.0f32, 0.0, 0.0, 1.0];
+/// let weights = FfnWeights { w1: &eye, b1: None, w2: &eye, b2: Some(&[0.5, 0.5]) };
+/// let mut y = [0.0f32; 2];
+/// let mut scratch = [0.0f32; ffn_scratch_len(SHAPE)];
+/// ffn(&[-1.0f32, 2.0], &weights, Activation::Relu, &mut y, SHAPE, &mut scratch)?;
+/// assert_eq!(y, [0.5, 2.5]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+pub fn ffn<E: Element>(
+    x: &[E],
+    weights: &FfnWeights<'_, E>,
+    activation: Activation,
+    y: &mut [E],
+    shape: FfnShape,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    Net::Plain(weights).run(x, y, activation, shape, scratch)
+}
+
+/// [`ffn`] with the output written over the input.
+pub fn ffn_in_place<E: Element>(
+    x: &mut [E],
+    weights: &FfnWeights<'_, E>,
+    activation: Activation,
+    shape: FfnShape,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    Net::Plain(weights).run_in_place(x, activation, shape, scratch)
+}
+
+/// Gated FFN `y = W_down (act(W_gate x) ∘ (W_up x))`: SwiGLU with [`Activation::Silu`]
+/// (LLaMA), GeGLU with [`Activation::Gelu`].
+///
+/// Errors: as [`ffn`], with scratch shorter than [`gated_ffn_scratch_len`].
+pub fn gated_ffn<E: Element>(
+    x: &[E],
+    weights: &GatedFfnWeights<'_, E>,
+    activation: Activation,
+    y: &mut [E],
+    shape: FfnShape,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    Net::Gated(weights).run(x, y, activation, shape, scratch)
+}
+
+/// [`gated_ffn`] with the output written over the input.
+pub fn gated_ffn_in_place<E: Element>(
+    x: &mut [E],
+    weights: &GatedFfnWeights<'_, E>,
+    activation: Activation,
+    shape: FfnShape,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    Net::Gated(weights).run_in_place(x, activation, shape, scratch)
+}
