@@ -10,6 +10,8 @@ use microattn::f16;
 
 mod sdpa;
 mod mha;
+mod rope;
+mod sinusoidal_pe;
 // mod linear_attention;
 // mod additive_attention;
 // mod luong_attention;
@@ -23,6 +25,8 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     match (case.op.as_str(), ty) {
         ("sdpa", ElemType::F32 | ElemType::F16) => sdpa::run(case, ty),
         ("mha", ElemType::F32 | ElemType::F16) => mha::run(case, ty),
+        ("rope", ElemType::F32 | ElemType::F16) => rope::run(case, ty),
+        ("sinusoidal_pe", ElemType::F32 | ElemType::F16) => sinusoidal_pe::run(case, ty),
         //
         // i8 arms, one per op:
         // ("sdpa", ElemType::I8) => int8::sdpa::run(case),
