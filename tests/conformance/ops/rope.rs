@@ -20,7 +20,11 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let layout = match opt_str(p, "layout")? {
         Some("interleaved") => RopeLayout::Interleaved,
         Some("half") => RopeLayout::Half,
-        other => return Err(format!("param `layout`: {other:?} is not interleaved or half")),
+        other => {
+            return Err(format!(
+                "param `layout`: {other:?} is not interleaved or half"
+            ))
+        }
     };
     let params = RopeParams {
         layout,
@@ -36,8 +40,7 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         }
         ElemType::F16 => {
             let mut y = to_f16(x);
-            rope(&mut y, heads, len, dim, &params)
-                .map_err(|e| kernel_error("rope::<f16>", e))?;
+            rope(&mut y, heads, len, dim, &params).map_err(|e| kernel_error("rope::<f16>", e))?;
             widen_f16(&y)
         }
         ElemType::I8 => return Err("rope adapter runs f32 and f16 only".into()),
