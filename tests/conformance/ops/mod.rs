@@ -8,13 +8,11 @@
 use crate::case::{Case, ElemType};
 use microattn::f16;
 
-mod sdpa;
+mod additive_attention;
+mod linear_attention;
+mod luong_attention;
 mod mha;
-mod rope;
-mod sinusoidal_pe;
-// mod linear_attention;
-// mod additive_attention;
-// mod luong_attention;
+mod sdpa;
 // mod int8; // i8 adapters: ops/int8/mod.rs + ops/int8/<op>.rs
 
 /// An op's outputs, each named like the expected tensor it is compared with.
@@ -25,8 +23,9 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     match (case.op.as_str(), ty) {
         ("sdpa", ElemType::F32 | ElemType::F16) => sdpa::run(case, ty),
         ("mha", ElemType::F32 | ElemType::F16) => mha::run(case, ty),
-        ("rope", ElemType::F32 | ElemType::F16) => rope::run(case, ty),
-        ("sinusoidal_pe", ElemType::F32 | ElemType::F16) => sinusoidal_pe::run(case, ty),
+        ("linear_attention", ElemType::F32 | ElemType::F16) => linear_attention::run(case, ty),
+        ("additive_attention", ElemType::F32 | ElemType::F16) => additive_attention::run(case, ty),
+        ("luong_attention", ElemType::F32 | ElemType::F16) => luong_attention::run(case, ty),
         //
         // i8 arms, one per op:
         // ("sdpa", ElemType::I8) => int8::sdpa::run(case),
