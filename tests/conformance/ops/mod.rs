@@ -12,7 +12,9 @@ mod additive_attention;
 mod linear_attention;
 mod luong_attention;
 mod mha;
+mod rope;
 mod sdpa;
+mod sinusoidal_pe;
 // mod int8; // i8 adapters: ops/int8/mod.rs + ops/int8/<op>.rs
 
 /// An op's outputs, each named like the expected tensor it is compared with.
@@ -26,6 +28,8 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         ("linear_attention", ElemType::F32 | ElemType::F16) => linear_attention::run(case, ty),
         ("additive_attention", ElemType::F32 | ElemType::F16) => additive_attention::run(case, ty),
         ("luong_attention", ElemType::F32 | ElemType::F16) => luong_attention::run(case, ty),
+        ("rope", ElemType::F32 | ElemType::F16) => rope::run(case, ty),
+        ("sinusoidal_pe", ElemType::F32 | ElemType::F16) => sinusoidal_pe::run(case, ty),
         //
         // i8 arms, one per op:
         // ("sdpa", ElemType::I8) => int8::sdpa::run(case),
