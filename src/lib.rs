@@ -41,6 +41,7 @@ pub mod math;
 pub mod mha;
 pub mod position;
 pub mod projection;
+pub mod quant;
 pub mod softmax;
 
 pub use element::Element;

@@ -1,6 +1,7 @@
 //! Attention kernels, one file per family.
 
 mod additive;
+pub mod int8;
 mod linear;
 mod luong;
 mod score;

@@ -1,0 +1,55 @@
+//! Int8 attention with integer-only arithmetic: firmware on an FPU-less Cortex-M0 runs these
+//! kernels without linking a single soft-float routine (a test builds the entry points for
+//! `thumbv6m-none-eabi` and checks for `__aeabi_f*` / `__aeabi_d*` references).
+//!
+//! # Two steps
+//!
+//! 1. **Prepare** (float allowed, once, on the host or at start-up): turn the quantization
+//!    scales into integer multipliers — [`Int8SdpaParams::new`], [`Int8Bias::from_bias`].
+//!    Firmware can also store the integers and rebuild the parameters with
+//!    [`Int8SdpaParams::from_raw`] and [`FixedMultiplier::from_raw`](crate::quant::FixedMultiplier::from_raw).
+//! 2. **Run** (integers only): [`int8_sdpa`] and its fixed-size forms.
+//!
+//! # Arithmetic
+//!
+//! - Scores: exact `i32` reductions of int8 vectors (`q·k`, `|k|²`, weighted L1, an integer
+//!   cosine with an integer square root), turned into **base-2 logits** with 20 fractional
+//!   bits (`i64`) by one fixed-point multiplier that folds in the quantization scales, the
+//!   logit scale and `log2(e)`. Biases are integer offsets in the same format.
+//! - Softmax: streaming, with the running maximum and the running sum kept as integers.
+//!   Weights `2^(z - max)` are computed in fixed point — a shift for the integer part, a
+//!   16-entry Q30 table for sixteenths, and a cubic polynomial for the rest (relative error
+//!   below `3e-7`) — and stored as **Q16** (1.0 = 65536; CMSIS-NN uses 8 bits). When the
+//!   maximum grows, the sum and the accumulators are rescaled by a Q16 factor.
+//! - `P·V`: Q16 weight × int8 value products (`i32`) summed in `i64` accumulators.
+//! - Output: one 64-bit division per row gives the reciprocal of the sum; each element is
+//!   `acc / sum · v_scale / out_scale`, rounded once (half away from zero) and saturated to
+//!   `[-127, 127]`.
+//!
+//! # Limits (checked; `Err` beyond them)
+//!
+//! | quantity | limit | why |
+//! |---|---|---|
+//! | `d` | [`MAX_D`] = 65536 | `|q·k| <= 128²·d` fits an `i32` |
+//! | `lk` | [`MAX_LK`] = 2^23 | accumulators `<= 2^23·lk` rescale within an `i64` |
+//! | logit magnitude | [`MAX_LOGIT`] = 2^59 base-2 units · 2^20 | logit differences fit an `i64` |
+//! | logit scale | finite, positive | multipliers are positive fixed-point numbers |
+//! | bias value | `|b| < 1488` (natural-log units) | stored as `i32` with 20 fractional bits |
+//! | ALiBi distance | saturates at 2^27 | keeps `slope · distance` below 2^58 |
+//!
+//! Accuracy: on random 64×64×32 inputs the int8 path is within about 1 % relative L2 of an
+//! f64 reference on the same dequantized inputs (tests/int8.rs); almost all of that is the
+//! int8 rounding of the output.
+
+mod bias;
+mod score;
+mod sdpa;
+mod softmax;
+
+pub use bias::{Int8Bias, ALIBI_MAX_DISTANCE};
+pub use score::{Int8Logits, L1_WEIGHT_BITS, MAX_D, MAX_LOGIT};
+pub use sdpa::{
+    int8_sdpa, int8_sdpa_fixed, int8_sdpa_heads_fixed, int8_sdpa_scratch_len, Int8Scales,
+    Int8SdpaParams, MAX_LK,
+};
+pub use softmax::{exp2_neg_weight, LOGIT_FRAC_BITS, WEIGHT_BITS, WEIGHT_ONE};

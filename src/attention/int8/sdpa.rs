@@ -1,0 +1,312 @@
+//! Int8 scaled dot-product attention: int8 `q`/`k`/`v`, integer scores, an integer-only
+//! streaming softmax and an integer weighted sum, requantized to an int8 output.
+//!
+//! Same shapes, masks and GQA/MQA head sharing as [`crate::attention::sdpa`]
+//! ([`AttentionShape`]), all four [`Score`]s and the ALiBi / T5 biases. Per query row the
+//! kernel walks only the allowed key ranges in tiles of [`TILE`](crate::attention::TILE) keys.
+
+use super::bias::Int8Bias;
+use super::score::{Int8Logits, MAX_D};
+use super::softmax::{normalize_row, rescale, IntOnlineSoftmax, WEIGHT_ONE};
+use crate::attention::{AttentionShape, Score, TILE};
+use crate::error::{check_len, Error};
+use crate::mask::Mask;
+use crate::quant::FixedMultiplier;
+
+/// Largest number of keys `lk` per head: the `P·V` accumulators (Q16 weights × int8 values
+/// summed over up to `lk` keys, `<= 2^23 · lk`) must stay below `2^46` so a rescale by a Q16
+/// factor fits in an `i64`.
+pub const MAX_LK: usize = 1 << 23;
+
+/// The quantization scales of an int8 attention call (per tensor, symmetric).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8Scales {
+    /// `q ≈ q_scale · q_int8`.
+    pub q: f32,
+    /// `k ≈ k_scale · k_int8`.
+    pub k: f32,
+    /// `v ≈ v_scale · v_int8`.
+    pub v: f32,
+    /// `out ≈ out_scale · out_int8`. `out = v` never saturates (attention outputs are convex
+    /// combinations of value rows); a smaller, calibrated scale gives more resolution.
+    pub out: f32,
+}
+
+/// Everything about an int8 attention call except the tensors, in integers only.
+///
+/// [`Int8SdpaParams::new`] derives the integers from float scales (the one step that uses
+/// float); firmware for an FPU-less core can store the result and rebuild it with
+/// [`Int8SdpaParams::from_raw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8SdpaParams<'a> {
+    /// Score function and the multipliers that turn it into base-2 fixed-point logits.
+    pub logits: Int8Logits,
+    /// `v_scale / out_scale`: the output requantization multiplier.
+    pub out: FixedMultiplier,
+    /// Allowed keys per query row (and the query position offset).
+    pub mask: Mask<'a>,
+    /// Additive position bias, in the integer logit format.
+    pub bias: Int8Bias<'a>,
+}
+
+impl<'a> Int8SdpaParams<'a> {
+    /// Prepares an int8 attention call (uses float, once): `scale` is the logit scale
+    /// (`None`: `1 / sqrt(d)`), `d` the query/key feature size.
+    ///
+    /// Errors: any scale not finite and positive, or multipliers out of range
+    /// ([`Error::InvalidScale`]); see [`Int8Logits::new`] and [`FixedMultiplier::from_real`].
+    pub fn new(
+        scales: Int8Scales,
+        d: usize,
+        score: Score,
+        scale: Option<f32>,
+        mask: Mask<'a>,
+        bias: Int8Bias<'a>,
+    ) -> Result<Self, Error> {
+        let scale = scale.unwrap_or_else(|| 1.0 / libm::sqrtf(d as f32));
+        for s in [scales.v, scales.out] {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(Error::InvalidScale);
+            }
+        }
+        Ok(Int8SdpaParams {
+            logits: Int8Logits::new(score, scale, scales.q, scales.k)?,
+            out: FixedMultiplier::from_real(scales.v as f64 / scales.out as f64)?,
+            mask,
+            bias,
+        })
+    }
+
+    /// From precomputed integers (no float); checked when the kernel runs.
+    pub const fn from_raw(
+        logits: Int8Logits,
+        out: FixedMultiplier,
+        mask: Mask<'a>,
+        bias: Int8Bias<'a>,
+    ) -> Self {
+        Int8SdpaParams {
+            logits,
+            out,
+            mask,
+            bias,
+        }
+    }
+}
+
+/// `i64` elements of scratch [`int8_sdpa`] needs: one accumulator row of `dv`.
+pub const fn int8_sdpa_scratch_len(shape: AttentionShape) -> usize {
+    shape.dv
+}
+
+/// Int8 attention of `q` over `k`/`v` into `out`, shapes as [`AttentionShape`] describes
+/// (`[heads, lq, d]`, `[kv_heads, lk, d]`, `[kv_heads, lk, dv]`, `[heads, lq, dv]`).
+/// `scratch` holds [`int8_sdpa_scratch_len`] `i64`s. Integer arithmetic only; the output
+/// bytes are the same on every target.
+///
+/// Rows with no allowed key are zero. Errors: a zero dimension, slice lengths that do not
+/// match the shape, `heads % kv_heads != 0`, `d >` [`MAX_D`](super::MAX_D) or
+/// `lk >` [`MAX_LK`] ([`Error::InvalidParameter`]), logit multipliers that could overflow for
+/// this `d` ([`Error::InvalidScale`]), a malformed mask or bias, short scratch.
+///
+/// ```
+/// use microattn::attention::{AttentionShape, Score};
+/// use microattn::attention::int8::{int8_sdpa, Int8Bias, Int8Scales, Int8SdpaParams};
+/// use microattn::mask::Mask;
+/// let shape = AttentionShape::single(1, 2, 2, 1);
+/// let scales = Int8Scales { q: 0.01, k: 0.01, v: 0.1, out: 0.1 };
+/// let params = Int8SdpaParams::new(scales, 2, Score::Dot, None, Mask::NONE, Int8Bias::None)?;
+/// let (q, k, v) = ([100i8, 0], [100i8, 0, 0, 100], [100i8, 50]);
+/// let mut out = [0i8; 1];
+/// let mut scratch = [0i64; 1];
+/// int8_sdpa(&q, &k, &v, &mut out, shape, &params, &mut scratch)?;
+/// // logits 1/sqrt(2) and 0: weights 0.67 / 0.33 → 8.35 in units of 0.1.
+/// assert_eq!(out, [83]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+pub fn int8_sdpa(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    shape: AttentionShape,
+    params: &Int8SdpaParams<'_>,
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    validate(q, k, v, out.len(), shape, params)?;
+    let needed = int8_sdpa_scratch_len(shape);
+    let found = scratch.len();
+    let acc = scratch
+        .get_mut(..needed)
+        .ok_or(Error::ScratchTooSmall { needed, found })?;
+    run(q, k, v, out, shape, params, acc);
+    Ok(())
+}
+
+/// Fixed-size single-head int8 attention (the accumulator row lives on the stack: `8 · DV`
+/// bytes). Errors only for parameters.
+pub fn int8_sdpa_fixed<const LQ: usize, const LK: usize, const D: usize, const DV: usize>(
+    q: &[[i8; D]; LQ],
+    k: &[[i8; D]; LK],
+    v: &[[i8; DV]; LK],
+    out: &mut [[i8; DV]; LQ],
+    params: &Int8SdpaParams<'_>,
+) -> Result<(), Error> {
+    let mut acc = [0i64; DV];
+    int8_sdpa(
+        q.as_flattened(),
+        k.as_flattened(),
+        v.as_flattened(),
+        out.as_flattened_mut(),
+        AttentionShape::single(LQ, LK, D, DV),
+        params,
+        &mut acc,
+    )
+}
+
+/// Fixed-size multi-head int8 attention with `H` query heads over `HKV` key/value heads.
+pub fn int8_sdpa_heads_fixed<
+    const H: usize,
+    const HKV: usize,
+    const LQ: usize,
+    const LK: usize,
+    const D: usize,
+    const DV: usize,
+>(
+    q: &[[[i8; D]; LQ]; H],
+    k: &[[[i8; D]; LK]; HKV],
+    v: &[[[i8; DV]; LK]; HKV],
+    out: &mut [[[i8; DV]; LQ]; H],
+    params: &Int8SdpaParams<'_>,
+) -> Result<(), Error> {
+    let mut acc = [0i64; DV];
+    int8_sdpa(
+        q.as_flattened().as_flattened(),
+        k.as_flattened().as_flattened(),
+        v.as_flattened().as_flattened(),
+        out.as_flattened_mut().as_flattened_mut(),
+        AttentionShape::multi_head(H, HKV, LQ, LK, D, DV),
+        params,
+        &mut acc,
+    )
+}
+
+/// Checks every shape and parameter (integer only).
+fn validate(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out_len: usize,
+    shape: AttentionShape,
+    params: &Int8SdpaParams<'_>,
+) -> Result<(), Error> {
+    let (q_len, k_len, v_len, expected_out) = shape.lengths()?;
+    check_len(q, q_len)?;
+    check_len(k, k_len)?;
+    check_len(v, v_len)?;
+    if out_len != expected_out {
+        return Err(Error::LengthMismatch {
+            expected: expected_out,
+            found: out_len,
+        });
+    }
+    if shape.d > MAX_D || shape.lk > MAX_LK {
+        return Err(Error::InvalidParameter);
+    }
+    // Re-check multipliers built with `from_raw` (a `FixedMultiplier` can only be built
+    // valid, but the fields of the params are public).
+    FixedMultiplier::from_raw(params.out.multiplier(), params.out.shift())?;
+    params.logits.validate(shape.d)?;
+    params.mask.validate()?;
+    params.bias.validate(shape.heads)
+}
+
+/// Runs every query row of every head; shapes validated, `acc` has `dv` elements.
+fn run(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    shape: AttentionShape,
+    params: &Int8SdpaParams<'_>,
+    acc: &mut [i64],
+) {
+    let AttentionShape {
+        heads,
+        kv_heads,
+        lq,
+        lk,
+        d,
+        dv,
+    } = shape;
+    let group = heads / kv_heads;
+    for (h, (q_h, out_h)) in q
+        .chunks_exact(lq * d)
+        .zip(out.chunks_exact_mut(lq * dv))
+        .enumerate()
+    {
+        let kvh = h / group;
+        let k_h = &k[kvh * lk * d..][..lk * d];
+        let v_h = &v[kvh * lk * dv..][..lk * dv];
+        for (i, (q_row, out_row)) in q_h
+            .chunks_exact(d)
+            .zip(out_h.chunks_exact_mut(dv))
+            .enumerate()
+        {
+            attend_row(q_row, k_h, v_h, acc, out_row, h, i, params);
+        }
+    }
+}
+
+/// One query row of one head: integer logits tile by tile, online integer softmax, `P·V` in
+/// `i64`, then normalization and requantization into `out_row`.
+#[allow(clippy::too_many_arguments)]
+fn attend_row(
+    q_row: &[i8],
+    k_h: &[i8],
+    v_h: &[i8],
+    acc: &mut [i64],
+    out_row: &mut [i8],
+    head: usize,
+    row: usize,
+    params: &Int8SdpaParams<'_>,
+) {
+    let (d, dv) = (q_row.len(), acc.len());
+    let lk = k_h.len() / d;
+    acc.fill(0);
+    let position = params.mask.position(row);
+    let row_state = params.logits.row_state(q_row);
+    let mut softmax = IntOnlineSoftmax::new();
+    let mut logits = [0i64; TILE];
+    for run in params.mask.row(row, lk) {
+        let mut start = run.start;
+        while start < run.end {
+            let end = run.end.min(start + TILE);
+            let tile = &mut logits[..end - start];
+            for (z, j) in tile.iter_mut().zip(start..end) {
+                let k_row = &k_h[j * d..][..d];
+                *z = params.logits.logit(q_row, k_row, row_state)
+                    + params.bias.value(head, position, j);
+            }
+            let factor = softmax.update(tile);
+            if factor != WEIGHT_ONE {
+                for a in acc.iter_mut() {
+                    *a = rescale(*a, factor);
+                }
+            }
+            for (&w, j) in tile.iter().zip(start..end) {
+                if w == 0 {
+                    continue;
+                }
+                // w <= 2^16 and |v| <= 128: the product fits an i32.
+                let w = w as i32;
+                for (a, &x) in acc.iter_mut().zip(&v_h[j * dv..][..dv]) {
+                    *a += (w * x as i32) as i64;
+                }
+            }
+            start = end;
+        }
+    }
+    normalize_row(acc, softmax.sum(), params.out, out_row);
+}
