@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# No float in the int8 kernels: links a throwaway firmware image for thumbv6m-none-eabi
+# (Cortex-M0, no FPU: every float operation would be a call into a soft-float routine) whose
+# only code path runs the int8 entry points with parameters built from raw integers
+# (`FixedMultiplier::from_raw`, `Int8SdpaParams::from_raw`), every score, mask term and bias
+# chosen at run time so nothing is optimized away. The linker keeps only reachable code
+# (--gc-sections), so a soft-float symbol in the image means the int8 path uses float.
+#
+# A control image that also runs the float "prepare" step (`Int8SdpaParams::new`) must show
+# soft-float symbols: that proves the detector can fail.
+#
+# Needs: cargo, the thumbv6m-none-eabi target (rustup target add thumbv6m-none-eabi), grep.
+# Prints PASS or FAIL and exits non-zero on FAIL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+probe="$root/target/no_float_probe"
+rm -rf "$probe/src"
+mkdir -p "$probe/src/bin"
+
+cat >"$probe/Cargo.toml" <<EOF
+[package]
+name = "no_float_probe"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+microattn = { path = "$root" }
+
+[profile.release]
+panic = "abort"
+opt-level = 3
+debug = false
+
+# Not part of the microattn workspace.
+[workspace]
+EOF
+# Same dependency versions as the project, without touching the network when possible.
+[ -f "$root/Cargo.lock" ] && cp "$root/Cargo.lock" "$probe/Cargo.lock"
+
+cat >"$probe/src/lib.rs" <<'EOF'
+//! Shared probe: runs every int8 entry point on inputs and parameters read at run time.
+#![no_std]
+
+use core::ptr::{addr_of, read_volatile};
+use microattn::attention::int8::{int8_sdpa, Int8Bias, Int8Logits, Int8SdpaParams};
+use microattn::attention::AttentionShape;
+use microattn::mask::{Mask, MaskTerm};
+use microattn::quant::{requantize, FixedMultiplier};
+
+/// Inputs the optimizer cannot see through.
+pub static mut RAW: [i32; 32] = [0; 32];
+pub static mut DATA: [i8; 4096] = [0; 4096];
+pub static mut OUT: [i8; 512] = [0; 512];
+pub static mut SCRATCH: [i64; 64] = [0; 64];
+pub static mut TABLE: [i32; 64] = [0; 64];
+pub static mut THRESHOLDS: [u32; 16] = [0; 16];
+pub static mut GLOBAL: [usize; 4] = [0; 4];
+pub static mut RANDOM: [(usize, usize); 4] = [(0, 0); 4];
+
+pub fn raw(i: usize) -> i32 {
+    unsafe { read_volatile(addr_of!(RAW).cast::<i32>().add(i % 32)) }
+}
+
+fn multiplier(i: usize) -> FixedMultiplier {
+    FixedMultiplier::from_raw(raw(i), raw(i + 1)).unwrap_or(match FixedMultiplier::from_raw(1, 0) {
+        Ok(m) => m,
+        Err(_) => loop {},
+    })
+}
+
+fn term<'a>(kind: i32, global: &'a [usize], random: &'a [(usize, usize)]) -> MaskTerm<'a> {
+    let (a, b, c) = (raw(20) as usize, raw(21) as usize, raw(22) as usize);
+    match kind {
+        0 => MaskTerm::None,
+        1 => MaskTerm::Causal,
+        2 => MaskTerm::Sliding { left: a, right: b },
+        3 => MaskTerm::Dilated { left: a, right: b, dilation: c },
+        4 => MaskTerm::GlobalSliding { left: a, right: b, global },
+        5 => MaskTerm::BlockSparse { block: a, window: b, global, random },
+        _ => MaskTerm::KeyPadding { valid: a },
+    }
+}
+
+/// Runs the int8 kernel with everything decided by `RAW`; returns a checksum.
+pub fn probe() -> i32 {
+    let logits = match raw(0) {
+        0 => Int8Logits::Dot { logit: multiplier(1) },
+        1 => Int8Logits::Cosine { logit: multiplier(1) },
+        2 => Int8Logits::NegSqL2 { cross: multiplier(1), key: multiplier(3) },
+        _ => Int8Logits::NegL1 { q_weight: raw(3), k_weight: raw(4), logit: multiplier(1) },
+    };
+    let (global, random, table, thresholds) = unsafe {
+        (
+            &*addr_of!(GLOBAL),
+            &*addr_of!(RANDOM),
+            &*addr_of!(TABLE),
+            &*addr_of!(THRESHOLDS),
+        )
+    };
+    let terms = [term(raw(7), global, random), term(raw(8), global, random)];
+    let mask = Mask::new(&terms).with_offset(raw(9) as usize);
+    let n = raw(10) as usize % 64;
+    let bias = match raw(11) {
+        0 => Int8Bias::None,
+        1 => Int8Bias::Alibi { slopes: &table[..n] },
+        _ => Int8Bias::T5 {
+            bidirectional: raw(12) != 0,
+            num_buckets: raw(13) as usize,
+            table: &table[..n],
+            thresholds: &thresholds[..raw(14) as usize % 16],
+        },
+    };
+    let params = Int8SdpaParams::from_raw(logits, multiplier(5), mask, bias);
+    let dim = |i: usize| raw(i) as usize % 16 + 1;
+    let shape = AttentionShape::multi_head(dim(15), dim(16), dim(17), dim(18), dim(19), dim(23));
+    let (data, out, scratch) = unsafe {
+        (&*addr_of!(DATA), &mut *core::ptr::addr_of_mut!(OUT), &mut *core::ptr::addr_of_mut!(SCRATCH))
+    };
+    let (q, rest) = data.split_at(raw(24) as usize % 1024);
+    let (k, v) = rest.split_at(raw(25) as usize % 1024);
+    let v = &v[..(raw(26) as usize % 1024).min(v.len())];
+    let out = &mut out[..(raw(27) as usize % 512)];
+    let status = match int8_sdpa(q, k, v, out, shape, &params, scratch) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    status + requantize(raw(28), multiplier(29)) as i32 + out.iter().map(|&x| x as i32).sum::<i32>()
+}
+EOF
+
+cat >"$probe/src/bin/int8_only.rs" <<'EOF'
+#![no_std]
+#![no_main]
+
+#[no_mangle]
+pub extern "C" fn _start() -> ! {
+    let r = no_float_probe::probe();
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(no_float_probe::RAW).cast::<i32>(), r) };
+    loop {}
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+EOF
+
+cat >"$probe/src/bin/control.rs" <<'EOF'
+#![no_std]
+#![no_main]
+//! Control: the float prepare step must show up as soft-float symbols.
+use microattn::attention::int8::{Int8Bias, Int8Scales, Int8SdpaParams};
+use microattn::attention::Score;
+use microattn::mask::Mask;
+
+#[no_mangle]
+pub extern "C" fn _start() -> ! {
+    let f = |i| f32::from_bits(no_float_probe::raw(i) as u32);
+    let scales = Int8Scales { q: f(0), k: f(1), v: f(2), out: f(3) };
+    let r = match Int8SdpaParams::new(scales, 16, Score::Dot, Some(f(4)), Mask::NONE, Int8Bias::None) {
+        Ok(p) => p.out.multiplier(),
+        Err(_) => 0,
+    };
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(no_float_probe::RAW).cast::<i32>(), r + no_float_probe::probe()) };
+    loop {}
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+EOF
+
+target=thumbv6m-none-eabi
+if ! (cd "$probe" && CARGO_TARGET_DIR="$probe/target" cargo build --quiet --release --target "$target" --bins); then
+  echo "no_float: FAIL (could not build the $target probe; is the target installed?)"
+  exit 1
+fi
+
+# Soft-float entry points: ARM RTABI helpers on f32/f64 (__aeabi_f*, __aeabi_d*, conversions
+# from integers, float compares) and the generic libgcc/compiler-rt names.
+pattern='__aeabi_(f|d|cf|cd|i2f|ui2f|l2f|ul2f|i2d|ui2d|l2d|ul2d)[a-z0-9]*|__(add|sub|mul|div|neg|eq|ne|lt|le|gt|ge|un|unord|cmp|pow)[sd]f[0-9]|__float[a-z]*[sd]f|__fix[a-z]*[sd]f[a-z]*|__extendsfdf2|__truncdfsf2'
+bin="$probe/target/$target/release"
+found=$(grep -aoE "$pattern" "$bin/int8_only" | sort -u | tr '\n' ' ' || true)
+control=$(grep -aoE "$pattern" "$bin/control" | sort -u | tr '\n' ' ' || true)
+size=$(wc -c <"$bin/int8_only")
+
+if [ -z "$control" ]; then
+  echo "no_float: FAIL (the control image, which uses float, shows no soft-float symbol: detector broken)"
+  exit 1
+fi
+if ! grep -aq "int8" "$bin/int8_only"; then
+  echo "no_float: FAIL (the probe image has no int8 symbol: the probe did not link the kernel)"
+  exit 1
+fi
+if [ -n "$found" ]; then
+  echo "no_float: FAIL (int8 entry points reference soft-float routines: $found)"
+  exit 1
+fi
+echo "no_float: PASS (int8_sdpa + requantize for $target, $size-byte image: no soft-float symbol; control image has: $control)"
