@@ -9,13 +9,13 @@ use crate::case::{Case, ElemType};
 use microattn::f16;
 
 mod additive_attention;
+mod int8;
 mod linear_attention;
 mod luong_attention;
 mod mha;
 mod rope;
 mod sdpa;
-mod sinusoidal_pe;
-// mod int8; // i8 adapters: ops/int8/mod.rs + ops/int8/<op>.rs
+mod sinusoidal_pe; // i8 adapters: ops/int8/mod.rs + ops/int8/<op>.rs
 
 /// An op's outputs, each named like the expected tensor it is compared with.
 pub type Outputs = Vec<(String, Vec<f32>)>;
@@ -32,7 +32,7 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         ("sinusoidal_pe", ElemType::F32 | ElemType::F16) => sinusoidal_pe::run(case, ty),
         //
         // i8 arms, one per op:
-        // ("sdpa", ElemType::I8) => int8::sdpa::run(case),
+        ("sdpa", ElemType::I8) => int8::sdpa::run(case),
         (op, ty) => Err(format!("op {op} not supported for type {ty}")),
     }
 }
