@@ -9,13 +9,14 @@ use crate::case::{Case, ElemType};
 use microattn::f16;
 
 mod additive_attention;
+/// i8 adapters: `ops/int8/mod.rs` + `ops/int8/<op>.rs`.
 mod int8;
 mod linear_attention;
 mod luong_attention;
 mod mha;
 mod rope;
 mod sdpa;
-mod sinusoidal_pe; // i8 adapters: ops/int8/mod.rs + ops/int8/<op>.rs
+mod sinusoidal_pe;
 
 /// An op's outputs, each named like the expected tensor it is compared with.
 pub type Outputs = Vec<(String, Vec<f32>)>;
