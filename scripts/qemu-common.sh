@@ -3,13 +3,17 @@
 
 targets="$root/targets"
 
-# Installs the thumb targets and qemu-system-arm when missing.
+# Installs the thumb targets, defmt-print and qemu-system-arm when missing.
 ensure_qemu() {
     local installed
     installed="$(rustup target list --installed)"
     for t in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
         grep -qx "$t" <<<"$installed" || rustup target add "$t"
     done
+    if ! command -v defmt-print >/dev/null 2>&1; then
+        echo "installing defmt-print (cargo install, about 2 minutes)"
+        cargo install --quiet --locked defmt-print --version "^1"
+    fi
     if ! command -v qemu-system-arm >/dev/null 2>&1; then
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -45,14 +49,20 @@ build_firmware() {
     cp "$targets/target/$TARGET/release/conformance" "$targets/target/$TARGET/release/demo" "$ELF_DIR/"
 }
 
-# run_qemu MACHINE ELF TIMEOUT [ARG...]: runs ELF under QEMU with semihosting; the exit
-# status is the firmware's (0 success, 1 failure/panic/fault), 124 on timeout.
+# run_qemu MACHINE ELF TIMEOUT [ARG...]: runs ELF under QEMU with semihosting and decodes its
+# defmt output with defmt-print; the exit status is the firmware's (0 success, 1
+# failure/panic/fault), 124 on timeout, or defmt-print's if decoding failed.
 run_qemu() {
     local machine="$1" elf="$2" limit="$3"
     shift 3
     load_machine "$machine" || return 1
     local semi="enable=on,target=native,arg=$(basename "$elf")"
     for a in "$@"; do semi="$semi,arg=$a"; done
+    local status
     timeout "$limit" qemu-system-arm -machine "$QEMU_MACHINE" -cpu "$QEMU_CPU" -nographic \
-        -monitor none -serial none -semihosting-config "$semi" -kernel "$elf"
+        -monitor none -serial none -semihosting-config "$semi" -kernel "$elf" |
+        defmt-print -e "$elf" --log-format "{s}"
+    status=("${PIPESTATUS[@]}")
+    [ "${status[0]}" -eq 0 ] || return "${status[0]}"
+    return "${status[1]}"
 }

@@ -47,6 +47,7 @@ fn main() {
     fs::copy(&memory, out.join("memory.x")).expect("copy memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=-Tlink.x");
+    println!("cargo:rustc-link-arg=-Tdefmt.x");
     println!("cargo:rerun-if-changed={}", memory.display());
     println!("cargo:rustc-env=MICROATTN_MACHINE={machine}");
 

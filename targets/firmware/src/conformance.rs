@@ -11,7 +11,7 @@
 //! measures. `rel_l2 = |y - y_ref| / max(|y_ref|, 1e-12)` in f64, printed as `nan` when an
 //! output is not finite.
 
-use crate::hprintln;
+use defmt::println;
 use microattn::attention::{sdpa, sdpa_typed, AttentionShape, Bias, Score, SdpaParams};
 use microattn::mask::{Mask, MaskTerm};
 use microattn::{f16, Element, Error};
@@ -115,7 +115,7 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
             Case::Unsupported { .. } => 1,
         })
         .sum();
-    hprintln!("machine {} plan {} skipped {}", crate::MACHINE, planned, SKIPPED.len());
+    println!("machine {=str} plan {=usize} skipped {=usize}", crate::MACHINE, planned, SKIPPED.len());
     let mut lines = 0;
     for case in CASES {
         match case {
@@ -141,15 +141,15 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                 }
             }
             Case::Unsupported { name, reason } => {
-                hprintln!("case {} type f32 error {}", name, reason);
+                println!("case {=str} type f32 error {=str}", name, reason);
                 lines += 1;
             }
         }
     }
     for (name, reason) in SKIPPED {
-        hprintln!("skip {} {}", name, reason);
+        println!("skip {=str} {=str}", name, reason);
     }
-    hprintln!("done {}", lines);
+    println!("done {=usize}", lines);
     lines
 }
 
@@ -162,10 +162,10 @@ fn to_f16(src: &[f32], dst: &mut [f16]) {
 fn report(name: &str, ty: &str, tol: f64, result: Result<f64, Error>) {
     match result {
         Ok(err) if err.is_finite() => {
-            hprintln!("case {} type {} rel_l2 {:e} tol {:e}", name, ty, err, tol)
+            println!("case {=str} type {=str} rel_l2 {=f64} tol {=f64}", name, ty, err, tol)
         }
-        Ok(_) => hprintln!("case {} type {} rel_l2 nan tol {:e}", name, ty, tol),
-        Err(e) => hprintln!("case {} type {} error {:?}", name, ty, e),
+        Ok(_) => println!("case {=str} type {=str} rel_l2 nan tol {=f64}", name, ty, tol),
+        Err(e) => println!("case {=str} type {=str} error {}", name, ty, e),
     }
 }
 

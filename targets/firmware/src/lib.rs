@@ -1,17 +1,20 @@
 //! Shared pieces of the QEMU firmware: semihosting output and exit, fault and panic
 //! handlers that fail the run, the command line, and the on-target conformance runner.
 //!
-//! Output goes to the host through semihosting (`SYS_WRITE0` via `hprintln!`); QEMU runs with
-//! `-semihosting-config enable=on,target=native`, so the exit status of QEMU is the
+//! Output is `defmt` (`defmt::println!`): binary frames written to the host's stdout through
+//! semihosting by `defmt-semihosting`, decoded on the host by `defmt-print -e ELF`. QEMU runs
+//! with `-semihosting-config enable=on,target=native`, so the exit status of QEMU is the
 //! firmware's: 0 after [`exit_success`], 1 after a failure, a panic or a fault.
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod conformance;
 
+// The defmt global logger: frames go to semihosting stdout.
+use defmt_semihosting as _;
+
 use core::panic::PanicInfo;
 use cortex_m_rt::{exception, ExceptionFrame};
-pub use cortex_m_semihosting::hprintln;
 use cortex_m_semihosting::{debug, nr};
 
 /// Name of the machine this firmware was built for (its cargo feature).
@@ -66,18 +69,18 @@ pub fn maybe_self_test(cmdline: &str) {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    hprintln!("PANIC on {}: {}", MACHINE, info);
+    defmt::println!("PANIC on {=str}: {}", MACHINE, defmt::Display2Format(info));
     exit_failure()
 }
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    hprintln!("HARDFAULT on {}: pc={:#010x} lr={:#010x}", MACHINE, frame.pc(), frame.lr());
+    defmt::println!("HARDFAULT on {=str}: pc={=u32:#010x} lr={=u32:#010x}", MACHINE, frame.pc(), frame.lr());
     exit_failure()
 }
 
 #[exception]
 unsafe fn DefaultHandler(irqn: i16) {
-    hprintln!("UNEXPECTED EXCEPTION on {}: {}", MACHINE, irqn);
+    defmt::println!("UNEXPECTED EXCEPTION on {=str}: {=i16}", MACHINE, irqn);
     exit_failure()
 }

@@ -6,7 +6,8 @@
 use cortex_m_rt::entry;
 use microattn::attention::{sdpa_fixed, SdpaParams};
 use microattn::mask::{Mask, MaskTerm};
-use microattn_firmware::{exit_failure, exit_success, hprintln, MACHINE};
+use defmt::println;
+use microattn_firmware::{exit_failure, exit_success, MACHINE};
 
 const TOKENS: usize = 8;
 const WIDTH: usize = 16;
@@ -26,7 +27,12 @@ fn embed() -> [[f32; WIDTH]; TOKENS] {
 
 #[entry]
 fn main() -> ! {
-    hprintln!("microattn demo on {}: causal self-attention, {} tokens x {} features", MACHINE, TOKENS, WIDTH);
+    println!(
+        "microattn demo on {=str}: causal self-attention, {=usize} tokens x {=usize} features",
+        MACHINE,
+        TOKENS,
+        WIDTH
+    );
     let x = embed();
     let mut out = [[0.0f32; WIDTH]; TOKENS];
     let causal = [MaskTerm::Causal];
@@ -34,19 +40,19 @@ fn main() -> ! {
     for (label, terms) in [("causal", &causal[..]), ("causal window 3", &windowed[..])] {
         let params = SdpaParams { mask: Mask::new(terms), ..Default::default() };
         if let Err(e) = sdpa_fixed(&x, &x, &x, &mut out, &params) {
-            hprintln!("sdpa failed: {:?}", e);
+            println!("sdpa failed: {}", e);
             exit_failure();
         }
-        hprintln!("{}:", label);
+        println!("{=str}:", label);
         for (t, row) in out.iter().enumerate() {
-            hprintln!("  token {} -> [{:+.4}, {:+.4}, {:+.4}, {:+.4}, ...]", t, row[0], row[1], row[2], row[3]);
+            println!("  token {=usize} -> {}", t, &row[..4]);
         }
         // Token 0 sees only itself, so its output is its own value row.
         if out[0] != x[0] {
-            hprintln!("token 0 does not attend only to itself");
+            println!("token 0 does not attend only to itself");
             exit_failure();
         }
     }
-    hprintln!("demo done");
+    println!("demo done");
     exit_success()
 }
