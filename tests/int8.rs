@@ -1160,3 +1160,62 @@ fn bad_calls_are_rejected() {
         );
     }
 }
+
+#[test]
+fn end_to_end_128x128x64_against_unquantized_inputs() {
+    // What a user sees: float inputs quantized per tensor (max-abs), the int8 kernel with an
+    // output scale calibrated by a first int8 run, dequantized, against f64 attention on the
+    // original float inputs. CMSIS-NN's 8-bit probabilities give 4-13 % here.
+    let shape = AttentionShape::single(128, 128, 64, 64);
+    let causal = [MaskTerm::Causal];
+    // Almost all of the error is the int8 rounding of q and k (logit errors grow with the
+    // logit spread, sigma^2 here) and of the output; the kernel itself matches the rounded
+    // f64 result on the dequantized inputs (tests above).
+    for (name, sigma, terms, bound) in [
+        ("sigma 0.5", 0.5, &[][..], 2e-2),
+        ("sigma 1", 1.0, &[][..], 3e-2),
+        ("sigma 1 causal", 1.0, &causal[..], 3e-2),
+        ("sigma 1.5", 1.5, &[][..], 4e-2),
+    ] {
+        let setup = Setup {
+            sigma,
+            mask: Mask::new(terms),
+            ..Setup::new(shape)
+        };
+        let (q, k, v) = setup.inputs();
+        let ((qi, qp), (ki, kp), (vi, vp)) = (
+            quantize_tensor(&q),
+            quantize_tensor(&k),
+            quantize_tensor(&v),
+        );
+        let widen = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let reference = reference_sdpa(
+            &widen(&q),
+            &widen(&k),
+            &widen(&v),
+            shape,
+            Score::Dot,
+            1.0 / 8.0,
+            &setup.mask,
+            &Bias::None,
+        );
+        let first = setup.run_int8(
+            &qi,
+            &ki,
+            &vi,
+            [qp.scale(), kp.scale(), vp.scale(), vp.scale()],
+        );
+        let steps = first.iter().map(|&x| (x as i32).abs()).max().unwrap();
+        let out_scale = vp.scale() * (steps as f32 + 0.5) / 127.0;
+        let out = setup.run_int8(
+            &qi,
+            &ki,
+            &vi,
+            [qp.scale(), kp.scale(), vp.scale(), out_scale],
+        );
+        let got: Vec<f64> = out.iter().map(|&x| x as f64 * out_scale as f64).collect();
+        let err = rel_l2(&got, &reference);
+        println!("end to end 128x128x64 {name:<16} rel_l2 {err:.5}");
+        assert!(err < bound, "{name}: {err}");
+    }
+}
