@@ -6,7 +6,8 @@
 //! row, not O(n).
 //!
 //! Positions follow `FORMAT.md`: query row `i` sits at `p = i + q_pos_offset` (a decode step
-//! against a cache of `lk` keys uses `q_pos_offset = lk - lq`); key `j` sits at `j`.
+//! against a cache of `lk` keys uses `q_pos_offset = lk - lq`); key `j` sits at `j`. The offset
+//! may be negative (queries that precede every key); positions are `i64`, saturating.
 //!
 //! ```
 //! use microattn::mask::{Mask, MaskTerm};
@@ -78,8 +79,8 @@ pub enum MaskTerm<'a> {
 pub struct Mask<'a> {
     /// Terms that must all allow a key; empty means every key is allowed.
     pub terms: &'a [MaskTerm<'a>],
-    /// Absolute position of query row 0.
-    pub q_pos_offset: usize,
+    /// Absolute position of query row 0 (may be negative).
+    pub q_pos_offset: i64,
 }
 
 impl<'a> Mask<'a> {
@@ -99,6 +100,11 @@ impl<'a> Mask<'a> {
 
     /// The same mask with query row 0 at absolute position `offset` (decode steps).
     pub const fn with_offset(self, offset: usize) -> Self {
+        self.with_signed_offset(to_i64(offset))
+    }
+
+    /// The same mask with query row 0 at absolute position `offset`, which may be negative.
+    pub const fn with_signed_offset(self, offset: i64) -> Self {
         Mask {
             terms: self.terms,
             q_pos_offset: offset,
@@ -119,8 +125,8 @@ impl<'a> Mask<'a> {
     }
 
     /// Absolute position of query row `row`.
-    pub fn position(&self, row: usize) -> usize {
-        row.saturating_add(self.q_pos_offset)
+    pub fn position(&self, row: usize) -> i64 {
+        to_i64(row).saturating_add(self.q_pos_offset)
     }
 
     /// The allowed keys of query row `row` among `lk` keys, as sorted, disjoint, non-empty
@@ -146,7 +152,7 @@ impl<'a> Mask<'a> {
 #[derive(Debug, Clone)]
 pub struct KeyRuns<'m, 'a> {
     terms: &'m [MaskTerm<'a>],
-    position: usize,
+    position: i64,
     lk: usize,
     next: usize,
 }
@@ -183,13 +189,32 @@ impl Iterator for KeyRuns<'_, '_> {
     }
 }
 
+/// `x` as `i64`, saturating (a `usize` above `i64::MAX` only exists on 64-bit hosts).
+const fn to_i64(x: usize) -> i64 {
+    if x > i64::MAX as usize {
+        i64::MAX
+    } else {
+        x as i64
+    }
+}
+
+/// A position as a key index: negative positions clip to 0.
+fn to_index(x: i64) -> usize {
+    if x <= 0 {
+        0
+    } else {
+        usize::try_from(x).unwrap_or(usize::MAX)
+    }
+}
+
 /// The first run of keys allowed by `term` that starts at or after `from` (`from < lk`):
 /// `run.start >= from`, `run.end <= lk`, non-empty. Runs need not be maximal.
-fn next_run(term: &MaskTerm<'_>, p: usize, from: usize, lk: usize) -> Option<Range<usize>> {
+fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range<usize>> {
     let non_empty = |start: usize, end: usize| (start < end).then_some(start..end);
+    let is_global = |global: &[usize], x: i64| x >= 0 && global.iter().any(|&g| to_i64(g) == x);
     match *term {
         MaskTerm::None => non_empty(from, lk),
-        MaskTerm::Causal => non_empty(from, p.saturating_add(1).min(lk)),
+        MaskTerm::Causal => non_empty(from, to_index(p.saturating_add(1)).min(lk)),
         MaskTerm::KeyPadding { valid } => non_empty(from, valid.min(lk)),
         MaskTerm::Sliding { left, right } => window_run(p, left, right, from, lk),
         MaskTerm::Dilated {
@@ -200,16 +225,20 @@ fn next_run(term: &MaskTerm<'_>, p: usize, from: usize, lk: usize) -> Option<Ran
             if dilation == 0 {
                 return None;
             }
-            let lowest = p.saturating_sub(left.saturating_mul(dilation)).max(from);
-            // Smallest j >= lowest with j ≡ p (mod dilation).
-            let step = (p % dilation + dilation - lowest % dilation) % dilation;
-            let first = lowest.checked_add(step)?;
-            let last = p.saturating_add(right.saturating_mul(dilation));
-            if first > last || first >= lk {
+            let r = to_i64(dilation);
+            let lowest = p
+                .saturating_sub(to_i64(left).saturating_mul(r))
+                .max(to_i64(from));
+            // Smallest j >= lowest with j ≡ p (mod r).
+            let step = (i128::from(p) - i128::from(lowest)).rem_euclid(i128::from(r));
+            let first = lowest.checked_add(i64::try_from(step).ok()?)?;
+            let last = p.saturating_add(to_i64(right).saturating_mul(r));
+            if first > last || to_index(first) >= lk {
                 return None;
             }
-            let end = if dilation == 1 {
-                last.saturating_add(1).min(lk)
+            let first = to_index(first);
+            let end = if r == 1 {
+                to_index(last.saturating_add(1)).min(lk)
             } else {
                 first + 1
             };
@@ -220,7 +249,7 @@ fn next_run(term: &MaskTerm<'_>, p: usize, from: usize, lk: usize) -> Option<Ran
             right,
             global,
         } => {
-            if global.contains(&p) {
+            if is_global(global, p) {
                 return non_empty(from, lk);
             }
             let window = window_run(p, left, right, from, lk);
@@ -245,24 +274,29 @@ fn next_run(term: &MaskTerm<'_>, p: usize, from: usize, lk: usize) -> Option<Ran
             if block == 0 {
                 return None;
             }
-            let qb = p / block;
-            if global.contains(&qb) {
+            let qb = p.div_euclid(to_i64(block));
+            if is_global(global, qb) {
                 return non_empty(from, lk);
             }
             let from_block = from / block;
-            let (lo, hi) = (qb.saturating_sub(window), qb.saturating_add(window));
+            let w = to_i64(window);
+            let (lo, hi) = (qb.saturating_sub(w), qb.saturating_add(w));
             // The first allowed key block at or after `from_block`, and the last block of the
             // run it starts.
-            let mut best: Option<(usize, usize)> = if from_block > hi {
+            let mut best: Option<(usize, usize)> = if hi < to_i64(from_block) {
                 None
             } else {
-                let first = from_block.max(lo);
-                Some((first, hi))
+                Some((from_block.max(to_index(lo)), to_index(hi)))
             };
             let extra = global
                 .iter()
                 .copied()
-                .chain(random.iter().filter(|&&(q, _)| q == qb).map(|&(_, k)| k))
+                .chain(
+                    random
+                        .iter()
+                        .filter(|&&(q, _)| to_i64(q) == qb)
+                        .map(|&(_, k)| k),
+                )
                 .filter(|&kb| kb >= from_block)
                 .min();
             if let Some(kb) = extra {
@@ -279,14 +313,14 @@ fn next_run(term: &MaskTerm<'_>, p: usize, from: usize, lk: usize) -> Option<Ran
 }
 
 /// The part of the window `[p - left, p + right]` at or after `from`, clipped to `lk`.
-fn window_run(p: usize, left: usize, right: usize, from: usize, lk: usize) -> Option<Range<usize>> {
-    let start = p.saturating_sub(left).max(from);
-    let end = p.saturating_add(right).saturating_add(1).min(lk);
+fn window_run(p: i64, left: usize, right: usize, from: usize, lk: usize) -> Option<Range<usize>> {
+    let start = to_index(p.saturating_sub(to_i64(left))).max(from);
+    let end = to_index(p.saturating_add(to_i64(right)).saturating_add(1)).min(lk);
     (start < end).then_some(start..end)
 }
 
 /// Direct reading of the definition in `FORMAT.md` for one term.
-fn term_allows(term: &MaskTerm<'_>, p: usize, j: usize) -> bool {
+fn term_allows(term: &MaskTerm<'_>, p: i64, j: usize) -> bool {
     let (p, j) = (p as i128, j as i128);
     match *term {
         MaskTerm::None => true,
@@ -318,7 +352,7 @@ fn term_allows(term: &MaskTerm<'_>, p: usize, j: usize) -> bool {
             if block == 0 {
                 return false;
             }
-            let (qb, kb) = (p / block as i128, j / block as i128);
+            let (qb, kb) = (p.div_euclid(block as i128), j / block as i128);
             (qb - kb).abs() <= window as i128
                 || global.iter().any(|&g| g as i128 == qb || g as i128 == kb)
                 || random
@@ -389,12 +423,13 @@ mod tests {
                 random: &random,
             },
         ];
-        for offset in [0, 3, 20] {
+        for offset in [-45, -7, 0, 3, 20] {
             for a in 0..terms.len() {
-                check_against_definition(&Mask::new(&terms[a..=a]).with_offset(offset), 33, 40);
+                let single = Mask::new(&terms[a..=a]).with_signed_offset(offset);
+                check_against_definition(&single, 33, 40);
                 for b in 0..terms.len() {
                     let pair = [terms[a], terms[b]];
-                    check_against_definition(&Mask::new(&pair).with_offset(offset), 33, 40);
+                    check_against_definition(&Mask::new(&pair).with_signed_offset(offset), 33, 40);
                 }
             }
         }
@@ -445,7 +480,10 @@ mod tests {
                 dilation: usize::MAX,
             },
         ];
-        let mask = Mask::new(&terms).with_offset(usize::MAX - 1);
-        assert!(mask.row(5, 10).count() <= 10);
+        for offset in [i64::MAX - 1, i64::MIN + 1] {
+            let mask = Mask::new(&terms).with_signed_offset(offset);
+            assert!(mask.row(5, 10).count() <= 10);
+        }
+        assert_eq!(Mask::NONE.with_offset(usize::MAX).q_pos_offset, i64::MAX);
     }
 }

@@ -409,7 +409,7 @@ fn reference_sdpa(
         let kvh = h / (heads / kv_heads);
         for i in 0..lq {
             let qi = &q[(h * lq + i) * d..][..d];
-            let p = i + mask.q_pos_offset;
+            let p = i as i64 + mask.q_pos_offset;
             let mut logits = Vec::new();
             for j in 0..lk {
                 if !mask.allows(i, j) {

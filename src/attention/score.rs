@@ -110,11 +110,13 @@ impl Bias<'_> {
     /// The bias of query head `head` at position `p` for the key at position `j`.
     /// Call [`Bias::validate`] first; an invalid bias adds 0.
     #[inline]
-    pub fn value(&self, head: usize, p: usize, j: usize) -> f32 {
+    pub fn value(&self, head: usize, p: i64, j: usize) -> f32 {
+        // `j - p` saturated to i64 (keys are slice indices, so `j <= isize::MAX`).
+        let relative = i64::try_from(j).unwrap_or(i64::MAX).saturating_sub(p);
         match *self {
             Bias::None => 0.0,
             Bias::Alibi { slopes } => {
-                let distance = p.abs_diff(j) as f32;
+                let distance = relative.unsigned_abs() as f32;
                 slopes.get(head).map_or(0.0, |&m| -m * distance)
             }
             Bias::T5 {
@@ -123,13 +125,6 @@ impl Bias<'_> {
                 max_distance,
                 table,
             } => {
-                // `j - p` exactly, saturated to i64: positions past i64::MAX (a huge
-                // q_pos_offset) must not wrap or overflow.
-                let relative = if j >= p {
-                    i64::try_from(j - p).unwrap_or(i64::MAX)
-                } else {
-                    i64::try_from(p - j).map_or(i64::MIN, |d| -d)
-                };
                 let bucket = t5_bucket(relative, bidirectional, num_buckets, max_distance);
                 table
                     .get(head * num_buckets + bucket)

@@ -337,3 +337,8 @@ impl BiasSpec {
         }
     }
 }
+
+/// Param `q_pos_offset` (default 0): the absolute position of query row 0, possibly negative.
+pub fn q_pos_offset(params: &Value) -> Result<i64, String> {
+    Ok(opt_i64(params, "q_pos_offset")?.unwrap_or(0))
+}

@@ -195,11 +195,14 @@ impl<'a> Int8Bias<'a> {
     /// The bias of query head `head` at position `p` for key `j`; call
     /// [`validate`](Self::validate) first (an invalid bias adds 0). `|value| < 2^59`.
     #[inline]
-    pub fn value(&self, head: usize, p: usize, j: usize) -> i64 {
+    pub fn value(&self, head: usize, p: i64, j: usize) -> i64 {
+        // `j - p` saturated to i64 (keys are slice indices, so `j <= isize::MAX`).
+        let relative = i64::try_from(j).unwrap_or(i64::MAX).saturating_sub(p);
+        let distance = |d: u64| usize::try_from(d).unwrap_or(usize::MAX);
         match *self {
             Int8Bias::None => 0,
             Int8Bias::Alibi { slopes } => {
-                let distance = p.abs_diff(j).min(ALIBI_MAX_DISTANCE) as i64;
+                let distance = distance(relative.unsigned_abs()).min(ALIBI_MAX_DISTANCE) as i64;
                 slopes.get(head).map_or(0, |&m| -(m as i64) * distance)
             }
             Int8Bias::T5 {
@@ -210,9 +213,10 @@ impl<'a> Int8Bias<'a> {
             } => {
                 let (offset, buckets, distance) = if bidirectional {
                     let half = num_buckets / 2;
-                    (if j > p { half } else { 0 }, half, p.abs_diff(j))
+                    let after = if relative > 0 { half } else { 0 };
+                    (after, half, distance(relative.unsigned_abs()))
                 } else {
-                    (0, num_buckets, p.saturating_sub(j))
+                    (0, num_buckets, distance(relative.min(0).unsigned_abs()))
                 };
                 let exact = buckets / 2;
                 let bucket = if distance < exact {
@@ -263,7 +267,7 @@ mod tests {
             let mut thresholds = [0u32; 32];
             let int = Int8Bias::from_bias(&bias, heads, &mut storage, &mut thresholds).unwrap();
             int.validate(heads).unwrap();
-            for p in [0usize, 5, 300] {
+            for p in [-20i64, 0, 5, 300] {
                 for j in 0..400 {
                     for h in 0..heads {
                         let expected = libm::round(
@@ -288,7 +292,7 @@ mod tests {
         );
         assert_eq!(int.value(1, 10, 10), 0);
         assert_eq!(
-            int.value(1, usize::MAX, 0),
+            int.value(1, i64::MAX, 0),
             -(storage_of(&int)[1] as i64) * ALIBI_MAX_DISTANCE as i64
         );
     }

@@ -7,7 +7,7 @@
 
 use super::{kernel_error, to_f16, widen_f16, Outputs};
 use crate::case::{Case, ElemType};
-use crate::params::{opt_i64, MaskList};
+use crate::params::MaskList;
 use microattn::attention::{
     additive_attention, additive_attention_scratch_len, additive_attention_typed,
     additive_attention_typed_scratch_len, AdditiveParams, AdditiveShape,
@@ -33,7 +33,7 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
 
     let masks = MaskList::parse(&case.params, "mask")?;
     let terms = masks.terms();
-    let mask = Mask::new(&terms).with_offset(q_pos_offset(case)?);
+    let mask = Mask::new(&terms).with_signed_offset(q_pos_offset(case)?);
 
     let names = ["query", "keys", "values", "w_query", "w_key", "v"];
     let [query, keys, values, w_query, w_key, v] = inputs(case, names)?;
@@ -113,9 +113,6 @@ pub(super) fn inputs<'c, const N: usize>(
 }
 
 /// Param `q_pos_offset` (default 0), the absolute position of the query.
-pub(super) fn q_pos_offset(case: &Case) -> Result<usize, String> {
-    let offset = opt_i64(&case.params, "q_pos_offset")?.unwrap_or(0);
-    usize::try_from(offset).map_err(|_| {
-        format!("q_pos_offset {offset} is negative: microattn's Mask::q_pos_offset is a usize")
-    })
+pub(super) fn q_pos_offset(case: &Case) -> Result<i64, String> {
+    crate::params::q_pos_offset(&case.params)
 }

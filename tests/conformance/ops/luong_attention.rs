@@ -56,7 +56,7 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
 
     let masks = MaskList::parse(&case.params, "mask")?;
     let terms = masks.terms();
-    let mask = Mask::new(&terms).with_offset(q_pos_offset(case)?);
+    let mask = Mask::new(&terms).with_signed_offset(q_pos_offset(case)?);
 
     let [query, keys, values] = inputs(case, ["query", "keys", "values"])?;
     let (context, weights) = match ty {

@@ -9,7 +9,7 @@
 
 use super::{kernel_error, to_f16, widen_f16, Outputs};
 use crate::case::{Case, ElemType};
-use crate::params::{opt_f64, opt_i64, req_usize, score, BiasSpec, MaskList};
+use crate::params::{opt_f64, q_pos_offset, req_usize, score, BiasSpec, MaskList};
 use microattn::attention::SdpaParams;
 use microattn::f16;
 use microattn::mask::Mask;
@@ -36,15 +36,12 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let p = &case.params;
     let masks = MaskList::parse(p, "mask")?;
     let terms = masks.terms();
-    let offset = opt_i64(p, "q_pos_offset")?.unwrap_or(0);
-    let offset = usize::try_from(offset).map_err(|_| {
-        format!("q_pos_offset {offset} is negative: microattn's Mask::q_pos_offset is a usize")
-    })?;
+    let offset = q_pos_offset(p)?;
     let bias = BiasSpec::parse(p, "bias")?;
     let params = SdpaParams {
         scale: opt_f64(p, "scale")?.map(|s| s as f32),
         score: score(p, "score")?,
-        mask: Mask::new(&terms).with_offset(offset),
+        mask: Mask::new(&terms).with_signed_offset(offset),
         bias: bias.bias(),
     };
 

@@ -5,7 +5,7 @@
 
 use super::{kernel_error, to_f16, widen_f16, Outputs};
 use crate::case::{Case, ElemType};
-use crate::params::{opt_f64, opt_i64, score, BiasSpec, MaskList};
+use crate::params::{opt_f64, q_pos_offset, score, BiasSpec, MaskList};
 use microattn::attention::{sdpa, sdpa_scratch_len, sdpa_typed, AttentionShape, SdpaParams};
 use microattn::f16;
 use microattn::mask::Mask;
@@ -25,16 +25,12 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let p = &case.params;
     let masks = MaskList::parse(p, "mask")?;
     let terms = masks.terms();
-    let offset = opt_i64(p, "q_pos_offset")?.unwrap_or(0);
-    // The library's query positions are unsigned (`Mask::q_pos_offset: usize`).
-    let offset = usize::try_from(offset).map_err(|_| {
-        format!("q_pos_offset {offset} is negative: microattn's Mask::q_pos_offset is a usize")
-    })?;
+    let offset = q_pos_offset(p)?;
     let bias = BiasSpec::parse(p, "bias")?;
     let params = SdpaParams {
         scale: opt_f64(p, "scale")?.map(|s| s as f32),
         score: score(p, "score")?,
-        mask: Mask::new(&terms).with_offset(offset),
+        mask: Mask::new(&terms).with_signed_offset(offset),
         bias: bias.bias(),
     };
 

@@ -8,7 +8,7 @@
 use super::{max_abs_i8, quantize_max_abs};
 use crate::case::Case;
 use crate::ops::{kernel_error, Outputs};
-use crate::params::{opt_f64, opt_i64, score, BiasSpec, MaskList};
+use crate::params::{opt_f64, q_pos_offset, score, BiasSpec, MaskList};
 use microattn::attention::int8::{
     int8_sdpa, int8_sdpa_scratch_len, Int8Bias, Int8Scales, Int8SdpaParams,
 };
@@ -29,11 +29,8 @@ pub fn run(case: &Case) -> Result<Outputs, String> {
     let p = &case.params;
     let masks = MaskList::parse(p, "mask")?;
     let terms = masks.terms();
-    let offset = opt_i64(p, "q_pos_offset")?.unwrap_or(0);
-    let offset = usize::try_from(offset).map_err(|_| {
-        format!("q_pos_offset {offset} is negative: microattn's Mask::q_pos_offset is a usize")
-    })?;
-    let mask = Mask::new(&terms).with_offset(offset);
+    let offset = q_pos_offset(p)?;
+    let mask = Mask::new(&terms).with_signed_offset(offset);
     let score = score(p, "score")?;
     let scale = opt_f64(p, "scale")?.map(|s| s as f32);
 
