@@ -35,6 +35,7 @@ pub mod arch;
 pub mod attention;
 pub mod element;
 mod error;
+pub mod graph;
 pub mod layers;
 pub mod mask;
 pub mod math;
@@ -43,6 +44,7 @@ pub mod position;
 pub mod projection;
 pub mod quant;
 pub mod softmax;
+pub mod ssm;
 
 pub use element::Element;
 pub use error::Error;

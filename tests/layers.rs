@@ -2,14 +2,20 @@
 //! position encodings, norms, activations, FFN, GAT, ViT embedding, selective scan, encoder and
 //! decoder layers. Plus the errors each block must return instead of panicking.
 
+use microattn::graph::{gat, gat_scratch_len, GatParams, GatShape, GatWeights};
 use microattn::layers::{
     add_layer_norm, ffn, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_in_place,
-    gated_ffn_scratch_len, layer_norm, layer_norm_in_place, rms_norm, rms_norm_in_place, softplus,
-    Activation, FfnShape, FfnWeights, GatedFfnWeights,
+    gated_ffn_scratch_len, layer_norm, layer_norm_in_place, patch_embed, patch_embed_scratch_len,
+    rms_norm, rms_norm_in_place, softplus, Activation, FfnShape, FfnWeights, GatedFfnWeights,
+    PatchEmbedWeights, PatchShape,
 };
 use microattn::position::{
     alibi_slopes, learned_add, rope, rope_fixed, rope_heads_fixed, sinusoidal_add,
     sinusoidal_table, sinusoidal_table_fixed, RopeLayout, RopeParams,
+};
+use microattn::ssm::{
+    scan_state_len, selective_scan, selective_scan_step, ScanSequence, ScanShape, ScanState,
+    ScanToken, ScanWeights,
 };
 use microattn::{f16, Error};
 
@@ -708,4 +714,749 @@ fn ffn_errors() {
         ),
         Err(Error::ShapeOverflow)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph attention
+
+/// `GATConv` from its definition: edges `(source, target)`, optional self-loop replacement,
+/// per-target softmax of LeakyReLU scores, heads concatenated or averaged, bias.
+#[allow(clippy::too_many_arguments)]
+fn gat_ref(
+    x: &[f32],
+    edges: &[(usize, usize)],
+    w: &GatWeights<'_>,
+    n: usize,
+    fin: usize,
+    f: usize,
+    h: usize,
+    p: &GatParams,
+) -> Vec<f64> {
+    let xp = linear_ref(&to64(x), w.lin_weight, None, fin, h * f); // [n, h*f]
+    let mut list: Vec<(usize, usize)> = edges.to_vec();
+    if p.add_self_loops {
+        list.retain(|&(s, t)| s != t);
+        list.extend((0..n).map(|i| (i, i)));
+    }
+    let att = |v: &[f32], node: usize, head: usize| -> f64 {
+        (0..f)
+            .map(|k| xp[node * h * f + head * f + k] * v[head * f + k] as f64)
+            .sum()
+    };
+    let out_f = if p.concat { h * f } else { f };
+    let mut out = vec![0.0f64; n * out_f];
+    for i in 0..n {
+        for head in 0..h {
+            let incoming: Vec<usize> = list.iter().filter(|e| e.1 == i).map(|e| e.0).collect();
+            let scores: Vec<f64> = incoming
+                .iter()
+                .map(|&j| {
+                    let e = att(w.att_src, j, head) + att(w.att_dst, i, head);
+                    if e > 0.0 {
+                        e
+                    } else {
+                        p.negative_slope as f64 * e
+                    }
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+            for k in 0..f {
+                let v: f64 = incoming
+                    .iter()
+                    .zip(&scores)
+                    .map(|(&j, s)| (s - m).exp() / z * xp[j * h * f + head * f + k])
+                    .sum();
+                if p.concat {
+                    out[i * out_f + head * f + k] += v;
+                } else {
+                    out[i * out_f + k] += v / h as f64;
+                }
+            }
+        }
+        for k in 0..out_f {
+            out[i * out_f + k] += w.bias.map_or(0.0, |b| b[k] as f64);
+        }
+    }
+    out
+}
+
+fn coo<I: From<u8>>(edges: &[(usize, usize)]) -> Vec<I> {
+    let s = edges.iter().map(|e| I::from(e.0 as u8));
+    let t = edges.iter().map(|e| I::from(e.1 as u8));
+    s.chain(t).collect()
+}
+
+#[test]
+fn gat_matches_reference() {
+    let mut rng = Rng::new(30);
+    let (n, fin) = (9, 5);
+    // Node 8 has no incoming edge; 2→2 and 5→5 are listed self loops; 0→3 is repeated.
+    let edges = [
+        (0, 1),
+        (1, 2),
+        (2, 2),
+        (3, 0),
+        (0, 3),
+        (0, 3),
+        (4, 3),
+        (5, 5),
+        (6, 4),
+        (7, 6),
+        (8, 7),
+        (1, 0),
+        (2, 6),
+        (3, 5),
+    ];
+    for (h, f, concat, loops, bias) in [
+        (2, 4, true, true, true),
+        (3, 3, false, false, true),
+        (1, 6, true, false, false),
+        (4, 2, false, true, false),
+    ] {
+        let lin = rng.vec(h * f * fin);
+        let (a_src, a_dst) = (rng.vec(h * f), rng.vec(h * f));
+        let out_f = if concat { h * f } else { f };
+        let b = rng.vec(out_f);
+        let weights = GatWeights {
+            lin_weight: &lin,
+            att_src: &a_src,
+            att_dst: &a_dst,
+            bias: bias.then_some(&b[..]),
+        };
+        let params = GatParams {
+            concat,
+            negative_slope: 0.15,
+            add_self_loops: loops,
+        };
+        let shape = GatShape::new(n, fin, f, h);
+        let x: Vec<f32> = rng.vec(n * fin).iter().map(|v| 2.0 * v).collect();
+        let r = gat_ref(&x, &edges, &weights, n, fin, f, h, &params);
+        let mut scratch = vec![0.0f32; gat_scratch_len(shape)];
+        let mut out = vec![0.0f32; n * out_f];
+        gat(
+            &x,
+            &coo::<u16>(&edges),
+            &weights,
+            &mut out,
+            shape,
+            &params,
+            &mut scratch,
+        )
+        .unwrap();
+        assert_close(
+            &out,
+            &r,
+            1e-6,
+            &format!("gat h{h} concat {concat} loops {loops}"),
+        );
+        // The same through i32 and usize indices.
+        let mut out2 = vec![0.0f32; n * out_f];
+        let idx: Vec<i32> = coo::<u16>(&edges).iter().map(|&v| v as i32).collect();
+        gat(&x, &idx, &weights, &mut out2, shape, &params, &mut scratch).unwrap();
+        assert_eq!(out, out2);
+        if !loops {
+            // Node 8 has no incoming edge: only the bias.
+            let row = &out[8 * out_f..][..out_f];
+            let expect: Vec<f32> = (0..out_f).map(|k| if bias { b[k] } else { 0.0 }).collect();
+            assert_eq!(row, &expect[..]);
+        }
+    }
+}
+
+#[test]
+fn gat_without_edges_and_f16() {
+    let mut rng = Rng::new(31);
+    let (n, fin, f, h) = (4, 3, 2, 2);
+    let lin = rng.vec(h * f * fin);
+    let (a_src, a_dst, b) = (rng.vec(h * f), rng.vec(h * f), rng.vec(h * f));
+    let weights = GatWeights {
+        lin_weight: &lin,
+        att_src: &a_src,
+        att_dst: &a_dst,
+        bias: Some(&b),
+    };
+    let shape = GatShape::new(n, fin, f, h);
+    let x = rng.vec(n * fin);
+    let mut scratch = vec![0.0f32; gat_scratch_len(shape)];
+    let mut out = vec![0.0f32; n * h * f];
+    // No edges, no self loops: every node gets the bias.
+    let no_loops = GatParams {
+        add_self_loops: false,
+        ..GatParams::default()
+    };
+    gat(
+        &x,
+        &[] as &[u32],
+        &weights,
+        &mut out,
+        shape,
+        &no_loops,
+        &mut scratch,
+    )
+    .unwrap();
+    for row in out.chunks(h * f) {
+        assert_eq!(row, &b[..]);
+    }
+    // No edges with self loops: each node attends to itself only, out = x' + b.
+    gat(
+        &x,
+        &[] as &[u32],
+        &weights,
+        &mut out,
+        shape,
+        &GatParams::default(),
+        &mut scratch,
+    )
+    .unwrap();
+    let xp = linear_ref(&to64(&x), &lin, Some(&b), fin, h * f);
+    assert_close(&out, &xp, 1e-6, "self loops only");
+
+    // f16 storage against the reference on the rounded values.
+    let edges = [(0, 1), (1, 2), (2, 3), (3, 0), (1, 3)];
+    let ((linh, linr), (ash, asr), (adh, adr), (bh, br), (xh, xr)) = (
+        round16(&lin),
+        round16(&a_src),
+        round16(&a_dst),
+        round16(&b),
+        round16(&x),
+    );
+    let wh = GatWeights {
+        lin_weight: &linh[..],
+        att_src: &ash[..],
+        att_dst: &adh[..],
+        bias: Some(&bh[..]),
+    };
+    let wr = GatWeights {
+        lin_weight: &linr[..],
+        att_src: &asr[..],
+        att_dst: &adr[..],
+        bias: Some(&br[..]),
+    };
+    let p = GatParams::default();
+    let mut outh = vec![f16::ZERO; n * h * f];
+    gat(
+        &xh,
+        &coo::<u32>(&edges),
+        &wh,
+        &mut outh,
+        shape,
+        &p,
+        &mut scratch,
+    )
+    .unwrap();
+    let y: Vec<f32> = outh.iter().map(|v| v.to_f32()).collect();
+    assert_close(
+        &y,
+        &gat_ref(&xr, &edges, &wr, n, fin, f, h, &p),
+        2e-3,
+        "gat f16",
+    );
+}
+
+#[test]
+fn gat_errors() {
+    let shape = GatShape::new(3, 2, 2, 1);
+    let w = [0.5f32; 4];
+    let weights = GatWeights {
+        lin_weight: &w,
+        att_src: &w[..2],
+        att_dst: &w[..2],
+        bias: None,
+    };
+    let x = [1.0f32; 6];
+    let mut out = [0.0f32; 6];
+    let mut scratch = vec![0.0f32; gat_scratch_len(shape)];
+    let p = GatParams::default();
+    let run = |edges: &[i32], out: &mut [f32], scratch: &mut [f32], shape, p: &GatParams| {
+        gat(&x, edges, &weights, out, shape, p, scratch)
+    };
+    assert_eq!(
+        run(&[0, 3], &mut out, &mut scratch, shape, &p),
+        Err(Error::InvalidParameter)
+    );
+    assert_eq!(
+        run(&[-1, 0], &mut out, &mut scratch, shape, &p),
+        Err(Error::InvalidParameter)
+    );
+    assert!(matches!(
+        run(&[0, 1, 2], &mut out, &mut scratch, shape, &p),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let short = gat_scratch_len(shape) - 1;
+    assert!(matches!(
+        run(&[0, 1], &mut out, &mut scratch[..short], shape, &p),
+        Err(Error::ScratchTooSmall { .. })
+    ));
+    assert!(matches!(
+        run(&[0, 1], &mut out[..4], &mut scratch, shape, &p),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let nan = GatParams {
+        negative_slope: f32::NAN,
+        ..p
+    };
+    assert_eq!(
+        run(&[0, 1], &mut out, &mut scratch, shape, &nan),
+        Err(Error::InvalidParameter)
+    );
+    assert_eq!(
+        run(
+            &[0, 1],
+            &mut out,
+            &mut scratch,
+            GatShape::new(3, 2, 2, 0),
+            &p
+        ),
+        Err(Error::ZeroDimension)
+    );
+    // Mean over heads needs a bias of F, not H*F.
+    let bad_bias = GatWeights {
+        bias: Some(&w),
+        ..weights
+    };
+    let mean = GatParams { concat: false, ..p };
+    assert!(matches!(
+        gat(
+            &x,
+            &[0i32, 1],
+            &bad_bias,
+            &mut out,
+            shape,
+            &mean,
+            &mut scratch
+        ),
+        Err(Error::LengthMismatch { .. })
+    ));
+    // Nothing was written by any failing call.
+    assert_eq!(out, [0.0; 6]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ViT patch embedding
+
+/// The stride-P convolution, class token and position embedding from the definition.
+fn vit_ref(
+    img: &[f32],
+    w: &PatchEmbedWeights<'_>,
+    (c, hh, ww, p, e): (usize, usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    if let Some(cls) = w.cls_token {
+        out.extend(cls.iter().map(|&v| v as f64));
+    }
+    for gy in 0..hh / p {
+        for gx in 0..ww / p {
+            for o in 0..e {
+                let mut acc = w.patch_bias.map_or(0.0, |b| b[o] as f64);
+                for ch in 0..c {
+                    for ky in 0..p {
+                        for kx in 0..p {
+                            let wv = w.patch_weight[((o * c + ch) * p + ky) * p + kx] as f64;
+                            let iv = img[(ch * hh + gy * p + ky) * ww + gx * p + kx] as f64;
+                            acc += wv * iv;
+                        }
+                    }
+                }
+                out.push(acc);
+            }
+        }
+    }
+    if let Some(pos) = w.pos_embed {
+        for (o, &p) in out.iter_mut().zip(pos) {
+            *o += p as f64;
+        }
+    }
+    out
+}
+
+#[test]
+fn vit_patch_embed_matches_convolution() {
+    let mut rng = Rng::new(40);
+    // Square, non-square, and an image whose last rows/columns are cropped (10 / 4 = 2).
+    for (c, hh, ww, p, e, cls) in [
+        (3, 8, 8, 4, 12, true),
+        (1, 6, 9, 3, 5, true),
+        (2, 10, 11, 4, 7, false),
+        (3, 4, 4, 4, 8, true),
+    ] {
+        let shape = PatchShape::new(c, hh, ww, p, e);
+        let np = (hh / p) * (ww / p);
+        assert_eq!(shape.patches(), np);
+        let rows = np + usize::from(cls);
+        let (pw, pb, ct, pe) = (
+            rng.vec(e * c * p * p),
+            rng.vec(e),
+            rng.vec(e),
+            rng.vec(rows * e),
+        );
+        let weights = PatchEmbedWeights {
+            patch_weight: &pw,
+            patch_bias: Some(&pb),
+            cls_token: cls.then_some(&ct[..]),
+            pos_embed: Some(&pe),
+        };
+        let img = rng.vec(c * hh * ww);
+        let r = vit_ref(&img, &weights, (c, hh, ww, p, e));
+        let mut out = vec![0.0f32; rows * e];
+        let mut scratch = vec![0.0f32; patch_embed_scratch_len(shape)];
+        patch_embed(&img, &weights, &mut out, shape, &mut scratch).unwrap();
+        assert_close(&out, &r, 1e-6, &format!("vit {c}x{hh}x{ww} p{p}"));
+
+        let ((pwh, pwr), (pbh, pbr), (cth, ctr), (peh, per), (imh, imr)) = (
+            round16(&pw),
+            round16(&pb),
+            round16(&ct),
+            round16(&pe),
+            round16(&img),
+        );
+        let wh = PatchEmbedWeights {
+            patch_weight: &pwh[..],
+            patch_bias: Some(&pbh[..]),
+            cls_token: cls.then_some(&cth[..]),
+            pos_embed: Some(&peh[..]),
+        };
+        let wr = PatchEmbedWeights {
+            patch_weight: &pwr[..],
+            patch_bias: Some(&pbr[..]),
+            cls_token: cls.then_some(&ctr[..]),
+            pos_embed: Some(&per[..]),
+        };
+        let mut outh = vec![f16::ZERO; rows * e];
+        patch_embed(&imh, &wh, &mut outh, shape, &mut scratch).unwrap();
+        let y: Vec<f32> = outh.iter().map(|v| v.to_f32()).collect();
+        assert_close(&y, &vit_ref(&imr, &wr, (c, hh, ww, p, e)), 1e-3, "vit f16");
+    }
+}
+
+#[test]
+fn vit_errors() {
+    let shape = PatchShape::new(1, 4, 4, 2, 3);
+    let w = [0.0f32; 12];
+    let weights = PatchEmbedWeights {
+        patch_weight: &w,
+        patch_bias: None,
+        cls_token: Some(&w[..3]),
+        pos_embed: None,
+    };
+    let img = [0.0f32; 16];
+    let mut out = [0.0f32; 15];
+    let mut scratch = [0.0f32; 7];
+    assert_eq!(
+        patch_embed(
+            &img,
+            &weights,
+            &mut out,
+            PatchShape::new(1, 4, 4, 5, 3),
+            &mut scratch
+        ),
+        Err(Error::ZeroDimension)
+    );
+    assert_eq!(
+        patch_embed(
+            &img,
+            &weights,
+            &mut out,
+            PatchShape::new(1, 4, 4, 0, 3),
+            &mut scratch
+        ),
+        Err(Error::ZeroDimension)
+    );
+    assert!(matches!(
+        patch_embed(&img[..15], &weights, &mut out, shape, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        patch_embed(&img, &weights, &mut out[..12], shape, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        patch_embed(&img, &weights, &mut out, shape, &mut scratch[..6]),
+        Err(Error::ScratchTooSmall { needed: 7, .. })
+    ));
+    let bad_pos = PatchEmbedWeights {
+        pos_embed: Some(&w),
+        ..weights
+    };
+    assert!(matches!(
+        patch_embed(&img, &bad_pos, &mut out, shape, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selective scan
+
+struct ScanCase {
+    l: usize,
+    d: usize,
+    n: usize,
+    u: Vec<f32>,
+    delta: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    dd: Vec<f32>,
+    z: Option<Vec<f32>>,
+    bias: Option<Vec<f32>>,
+    softplus: bool,
+}
+
+fn scan_case(rng: &mut Rng, l: usize, d: usize, n: usize, gated: bool, softplus: bool) -> ScanCase {
+    ScanCase {
+        l,
+        d,
+        n,
+        u: rng.vec(l * d),
+        delta: rng.vec(l * d).iter().map(|v| 0.5 * v + 0.3).collect(),
+        a: rng.vec(d * n).iter().map(|v| -(1.5 * v + 1.6)).collect(),
+        b: rng.vec(l * n),
+        c: rng.vec(l * n),
+        dd: rng.vec(d),
+        z: gated.then(|| rng.vec(l * d)),
+        bias: softplus.then(|| rng.vec(d)),
+        softplus,
+    }
+}
+
+/// Mamba's `selective_scan_ref` from the definition, in f64.
+fn scan_ref(s: &ScanCase) -> Vec<f64> {
+    let (d, n) = (s.d, s.n);
+    let mut x = vec![0.0f64; d * n];
+    let mut y = vec![0.0f64; s.l * d];
+    for t in 0..s.l {
+        for ch in 0..d {
+            let mut dt = s.delta[t * d + ch] as f64 + s.bias.as_ref().map_or(0.0, |b| b[ch] as f64);
+            if s.softplus {
+                dt = if dt > 20.0 { dt } else { dt.exp().ln_1p() };
+            }
+            let u = s.u[t * d + ch] as f64;
+            let mut acc = 0.0;
+            for k in 0..n {
+                let xi = &mut x[ch * n + k];
+                *xi = (dt * s.a[ch * n + k] as f64).exp() * *xi + dt * u * s.b[t * n + k] as f64;
+                acc += *xi * s.c[t * n + k] as f64;
+            }
+            acc += s.dd[ch] as f64 * u;
+            if let Some(z) = &s.z {
+                let z = z[t * d + ch] as f64;
+                acc *= z / (1.0 + (-z).exp());
+            }
+            y[t * d + ch] = acc;
+        }
+    }
+    y
+}
+
+impl ScanCase {
+    fn weights(&self) -> ScanWeights<'_> {
+        ScanWeights {
+            a: &self.a,
+            d: Some(&self.dd),
+            delta_bias: self.bias.as_deref(),
+            delta_softplus: self.softplus,
+        }
+    }
+    fn seq(&self, from: usize, to: usize) -> ScanSequence<'_> {
+        let (d, n) = (self.d, self.n);
+        ScanSequence {
+            u: &self.u[from * d..to * d],
+            delta: &self.delta[from * d..to * d],
+            b: &self.b[from * n..to * n],
+            c: &self.c[from * n..to * n],
+            z: self.z.as_ref().map(|z| &z[from * d..to * d]),
+        }
+    }
+}
+
+#[test]
+fn selective_scan_matches_reference_whole_chunked_and_stepwise() {
+    let mut rng = Rng::new(50);
+    for (l, d, n, gated, softplus) in [
+        (16, 8, 4, false, false),
+        (24, 6, 8, true, true),
+        (40, 3, 16, true, false),
+    ] {
+        let s = scan_case(&mut rng, l, d, n, gated, softplus);
+        let r = scan_ref(&s);
+        let shape = ScanShape::new(d, n);
+        let mut state = vec![0.0f32; scan_state_len(shape)];
+        let mut y = vec![0.0f32; l * d];
+        selective_scan(&mut state, &s.weights(), &s.seq(0, l), &mut y, shape).unwrap();
+        assert_close(&y, &r, 1e-6, &format!("scan l{l} d{d} n{n}"));
+        let final_state = state.clone();
+
+        // Two chunks continue from the state.
+        state.fill(0.0);
+        let mut y2 = vec![0.0f32; l * d];
+        let cut = l / 3;
+        let (first, second) = y2.split_at_mut(cut * d);
+        selective_scan(&mut state, &s.weights(), &s.seq(0, cut), first, shape).unwrap();
+        selective_scan(&mut state, &s.weights(), &s.seq(cut, l), second, shape).unwrap();
+        assert_eq!(y, y2);
+        assert_eq!(state, final_state);
+
+        // Token by token.
+        state.fill(0.0);
+        for t in 0..l {
+            let seq = s.seq(t, t + 1);
+            let token = ScanToken {
+                u: seq.u,
+                delta: seq.delta,
+                b: seq.b,
+                c: seq.c,
+                z: seq.z,
+            };
+            let mut y_t = vec![0.0f32; d];
+            selective_scan_step(&mut state, &s.weights(), &token, &mut y_t, shape).unwrap();
+            assert_eq!(&y_t[..], &y[t * d..][..d]);
+        }
+    }
+}
+
+#[test]
+fn scan_state_fixed_tier_and_f16() {
+    let mut rng = Rng::new(51);
+    let s = scan_case(&mut rng, 10, 4, 3, true, true);
+    let mut state = ScanState::<4, 3>::new();
+    let mut y = Vec::new();
+    for t in 0..s.l {
+        let arr = |v: &[f32], w: usize| -> Vec<f32> { v[t * w..][..w].to_vec() };
+        let (u, dl, b, c, z) = (
+            arr(&s.u, 4),
+            arr(&s.delta, 4),
+            arr(&s.b, 3),
+            arr(&s.c, 3),
+            arr(s.z.as_ref().unwrap(), 4),
+        );
+        let y_t = state
+            .step(
+                &s.weights(),
+                u[..].try_into().unwrap(),
+                dl[..].try_into().unwrap(),
+                b[..].try_into().unwrap(),
+                c[..].try_into().unwrap(),
+                Some(z[..].try_into().unwrap()),
+            )
+            .unwrap();
+        y.extend_from_slice(&y_t);
+    }
+    assert_close(&y, &scan_ref(&s), 1e-6, "ScanState");
+    state.reset();
+    assert_eq!(state.values(), &[[0.0; 3]; 4]);
+
+    // f16 storage, reference on the rounded values.
+    let r16 = |v: &[f32]| round16(v);
+    let (uh, ur) = r16(&s.u);
+    let (dh, dr) = r16(&s.delta);
+    let (ah, ar) = r16(&s.a);
+    let (bh, br) = r16(&s.b);
+    let (ch, cr) = r16(&s.c);
+    let (ddh, ddr) = r16(&s.dd);
+    let (zh, zr) = r16(s.z.as_ref().unwrap());
+    let (biash, biasr) = r16(s.bias.as_ref().unwrap());
+    let rounded = ScanCase {
+        u: ur,
+        delta: dr,
+        a: ar,
+        b: br,
+        c: cr,
+        dd: ddr,
+        z: Some(zr),
+        bias: Some(biasr),
+        ..s
+    };
+    let weights = ScanWeights {
+        a: &ah[..],
+        d: Some(&ddh[..]),
+        delta_bias: Some(&biash[..]),
+        delta_softplus: true,
+    };
+    let seq = ScanSequence {
+        u: &uh[..],
+        delta: &dh[..],
+        b: &bh[..],
+        c: &ch[..],
+        z: Some(&zh[..]),
+    };
+    let shape = ScanShape::new(4, 3);
+    let mut st = vec![0.0f32; 12];
+    let mut yh = vec![f16::ZERO; 40];
+    selective_scan(&mut st, &weights, &seq, &mut yh, shape).unwrap();
+    let y: Vec<f32> = yh.iter().map(|v| v.to_f32()).collect();
+    assert_close(&y, &scan_ref(&rounded), 1e-3, "scan f16");
+}
+
+#[test]
+fn scan_errors() {
+    let shape = ScanShape::new(2, 3);
+    let a = [0.0f32; 6];
+    let weights = ScanWeights {
+        a: &a,
+        d: None,
+        delta_bias: None,
+        delta_softplus: false,
+    };
+    let v = [0.0f32; 12];
+    let seq = ScanSequence {
+        u: &v[..4],
+        delta: &v[..4],
+        b: &v[..6],
+        c: &v[..6],
+        z: None,
+    };
+    let mut state = [0.0f32; 6];
+    let mut y = [0.0f32; 4];
+    assert!(selective_scan(&mut state, &weights, &seq, &mut y, shape).is_ok());
+    assert_eq!(
+        selective_scan(&mut state, &weights, &seq, &mut y, ScanShape::new(0, 3)),
+        Err(Error::ZeroDimension)
+    );
+    assert!(matches!(
+        selective_scan(&mut state[..5], &weights, &seq, &mut y, shape),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let bad = ScanSequence { c: &v[..5], ..seq };
+    assert!(matches!(
+        selective_scan(&mut state, &weights, &bad, &mut y, shape),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let bad = ScanSequence {
+        z: Some(&v[..3]),
+        ..seq
+    };
+    assert!(matches!(
+        selective_scan(&mut state, &weights, &bad, &mut y, shape),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let empty = ScanSequence {
+        u: &[],
+        delta: &[],
+        b: &[],
+        c: &[],
+        z: None,
+    };
+    assert_eq!(
+        selective_scan(&mut state, &weights, &empty, &mut [], shape),
+        Err(Error::ZeroDimension)
+    );
+    let bad_w = ScanWeights {
+        d: Some(&a[..3]),
+        ..weights
+    };
+    let token = ScanToken {
+        u: &v[..2],
+        delta: &v[..2],
+        b: &v[..3],
+        c: &v[..3],
+        z: None,
+    };
+    assert!(matches!(
+        selective_scan_step(&mut state, &bad_w, &token, &mut y[..2], shape),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        selective_scan_step(&mut state, &weights, &token, &mut y[..3], shape),
+        Err(Error::LengthMismatch { .. })
+    ));
 }

@@ -7,6 +7,7 @@
 mod activation;
 mod ffn;
 mod norm;
+mod vit;
 
 pub use activation::{gelu, gelu_tanh, relu, sigmoid, silu, softplus, Activation};
 pub use ffn::{
@@ -16,6 +17,9 @@ pub use ffn::{
 pub use norm::{
     add_layer_norm, layer_norm, layer_norm_footprint, layer_norm_in_place, rms_norm,
     rms_norm_footprint, rms_norm_in_place,
+};
+pub use vit::{
+    patch_embed, patch_embed_footprint, patch_embed_scratch_len, PatchEmbedWeights, PatchShape,
 };
 
 /// The memory a block needs, in elements.

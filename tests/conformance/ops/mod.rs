@@ -10,13 +10,16 @@ use microattn::f16;
 
 mod additive_attention;
 /// i8 adapters: `ops/int8/mod.rs` + `ops/int8/<op>.rs`.
+mod gat;
 mod int8;
 mod linear_attention;
 mod luong_attention;
 mod mha;
 mod rope;
 mod sdpa;
+mod selective_scan;
 mod sinusoidal_pe;
+mod vit_embed;
 
 /// An op's outputs, each named like the expected tensor it is compared with.
 pub type Outputs = Vec<(String, Vec<f32>)>;
@@ -31,6 +34,9 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         ("luong_attention", ElemType::F32 | ElemType::F16) => luong_attention::run(case, ty),
         ("rope", ElemType::F32 | ElemType::F16) => rope::run(case, ty),
         ("sinusoidal_pe", ElemType::F32 | ElemType::F16) => sinusoidal_pe::run(case, ty),
+        ("gat", ElemType::F32 | ElemType::F16) => gat::run(case, ty),
+        ("vit_embed", ElemType::F32 | ElemType::F16) => vit_embed::run(case, ty),
+        ("selective_scan", ElemType::F32 | ElemType::F16) => selective_scan::run(case, ty),
         //
         // i8 arms, one per op:
         ("sdpa", ElemType::I8) => int8::sdpa::run(case),

@@ -1,0 +1,336 @@
+//! Graph attention (GAT) with the semantics of torch_geometric's `GATConv` (inference: no
+//! dropout), over a COO edge list, with no heap.
+//!
+//! With `H` heads of `F` features each, `x' = x Wᵀ` (`[N, H*F]`, no bias), and per head `h`
+//! the scores `s_src[n] = x'[n,h]·att_src[h]`, `s_dst[n] = x'[n,h]·att_dst[h]`. An edge
+//! `j → i` scores `e = LeakyReLU(s_src[j] + s_dst[i])`; each target `i` takes the softmax of
+//! the scores of its incoming edges and sums `α · x'[j,h]`. The heads are concatenated
+//! (`[N, H*F]`) or averaged (`[N, F]`), then the bias is added. A node without incoming
+//! edges gets only the bias. With `add_self_loops`, self loops already in the list are
+//! ignored and every node gets exactly one (as `GATConv` removes and re-adds them); a
+//! repeated edge counts as many times as it appears.
+//!
+//! The softmax runs in two passes over the edges (maximum per target and head, then
+//! weights and sums), so edges may come in any order and nothing is sorted or allocated.
+//! Cost: `O(N·Fin·H·F + E·H·F)`; memory: the caller's f32 scratch of [`gat_scratch_len`].
+
+use crate::element::Element;
+use crate::error::{check_len, mul, nonzero, Error};
+use crate::layers::Footprint;
+use crate::math::exp;
+use crate::projection::{linear_typed, LinearShape};
+
+/// Sizes of a GAT layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GatShape {
+    /// Nodes `N`.
+    pub nodes: usize,
+    /// Input features per node.
+    pub in_features: usize,
+    /// Output features per head `F` (`out_channels` in `GATConv`).
+    pub out_features: usize,
+    /// Attention heads `H`.
+    pub heads: usize,
+}
+
+impl GatShape {
+    /// `nodes` nodes of `in_features` features into `heads` heads of `out_features`.
+    pub const fn new(nodes: usize, in_features: usize, out_features: usize, heads: usize) -> Self {
+        GatShape {
+            nodes,
+            in_features,
+            out_features,
+            heads,
+        }
+    }
+
+    /// Features of the output rows: `H*F` when the heads are concatenated, else `F`.
+    pub const fn output_features(&self, concat: bool) -> usize {
+        if concat {
+            self.heads.saturating_mul(self.out_features)
+        } else {
+            self.out_features
+        }
+    }
+}
+
+/// How a GAT layer combines heads and scores edges.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GatParams {
+    /// Concatenate the heads (`true`, `GATConv`'s default) or average them.
+    pub concat: bool,
+    /// LeakyReLU slope for negative scores (0.2 in `GATConv`); finite.
+    pub negative_slope: f32,
+    /// Replace the self loops of the edge list by exactly one per node.
+    pub add_self_loops: bool,
+}
+
+impl Default for GatParams {
+    /// `GATConv`'s defaults: concatenated heads, slope 0.2, self loops added.
+    fn default() -> Self {
+        GatParams {
+            concat: true,
+            negative_slope: 0.2,
+            add_self_loops: true,
+        }
+    }
+}
+
+/// The parameters of one `GATConv` (its state dict: `lin.weight`, `att_src`, `att_dst`,
+/// `bias`), stored as `E`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GatWeights<'a, E = f32> {
+    /// `[H*F, Fin]`.
+    pub lin_weight: &'a [E],
+    /// `[H, F]` (PyTorch's `[1, H, F]`).
+    pub att_src: &'a [E],
+    /// `[H, F]`.
+    pub att_dst: &'a [E],
+    /// `[H*F]` when concatenating, `[F]` when averaging; or none.
+    pub bias: Option<&'a [E]>,
+}
+
+/// f32 scratch of [`gat`]: projected features and aggregates (`2·N·H·F`) plus per node and
+/// head the two scores, the softmax maximum and sum (`4·N·H`). Saturates on overflow.
+pub const fn gat_scratch_len(shape: GatShape) -> usize {
+    let nh = shape.nodes.saturating_mul(shape.heads);
+    nh.saturating_mul(shape.out_features)
+        .saturating_mul(2)
+        .saturating_add(nh.saturating_mul(4))
+}
+
+/// Memory of a GAT layer: `H·F·(Fin + 2)` weights plus the bias, and [`gat_scratch_len`].
+pub const fn gat_footprint(shape: GatShape, concat: bool) -> Footprint {
+    let hf = shape.heads.saturating_mul(shape.out_features);
+    Footprint {
+        weights: hf
+            .saturating_mul(shape.in_features.saturating_add(2))
+            .saturating_add(shape.output_features(concat)),
+        scratch: gat_scratch_len(shape),
+        ..Footprint::NONE
+    }
+}
+
+/// The scratch areas of one call.
+struct Areas<'s> {
+    /// `x'`, `[N, H*F]`.
+    xp: &'s mut [f32],
+    /// Aggregated messages, `[N, H*F]`.
+    acc: &'s mut [f32],
+    /// Source scores, `[N, H]`.
+    s_src: &'s mut [f32],
+    /// Target scores, `[N, H]`.
+    s_dst: &'s mut [f32],
+    /// Softmax maximum per target and head, `[N, H]`.
+    max: &'s mut [f32],
+    /// Softmax sum per target and head, `[N, H]`.
+    sum: &'s mut [f32],
+}
+
+/// LeakyReLU.
+#[inline]
+fn leaky(x: f32, slope: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        slope * x
+    }
+}
+
+/// Node id from an edge-list entry, or [`Error::InvalidParameter`] if negative or `>= nodes`.
+#[inline]
+fn node<I: Copy + TryInto<usize>>(id: I, nodes: usize) -> Result<usize, Error> {
+    match id.try_into() {
+        Ok(n) if n < nodes => Ok(n),
+        _ => Err(Error::InvalidParameter),
+    }
+}
+
+/// One GAT layer (`GATConv.forward` in eval mode).
+///
+/// `x` is `[N, Fin]`; `edge_index` is the COO list `[2, E]` row-major (`E` sources, then `E`
+/// targets; any integer type: `u16`, `u32`, `i32`, `i64`, `usize`); `out` is
+/// `[N, H*F]` (concat) or `[N, F]` (mean). `E = 0` is allowed.
+///
+/// Errors: a zero `N`, `Fin`, `F` or `H`; a tensor or weight length that does not match;
+/// an odd `edge_index` length; a node id negative or `>= N` ([`Error::InvalidParameter`]);
+/// a non-finite slope ([`Error::InvalidParameter`]); scratch shorter than
+/// [`gat_scratch_len`]. Checked before anything is written.
+///
+/// ```
+/// use microattn::graph::{gat, gat_scratch_len, GatParams, GatShape, GatWeights};
+/// // Two nodes, one feature, one head: node 1 listens to node 0 and itself.
+/// const SHAPE: GatShape = GatShape::new(2, 1, 1, 1);
+/// let weights = GatWeights {
+///     lin_weight: &[1.0f32],
+///     att_src: &[0.0],
+///     att_dst: &[0.0],
+///     bias: Some(&[0.5]),
+/// };
+/// let x = [2.0f32, 4.0];
+/// let edges = [0u32, 1]; // sources [0], targets [1]
+/// let mut out = [0.0f32; 2];
+/// let mut scratch = [0.0f32; gat_scratch_len(SHAPE)];
+/// gat(&x, &edges, &weights, &mut out, SHAPE, &GatParams::default(), &mut scratch)?;
+/// // Zero attention vectors: uniform weights over the incoming edges.
+/// assert_eq!(out, [2.5, 3.5]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+pub fn gat<E: Element, I: Copy + TryInto<usize>>(
+    x: &[E],
+    edge_index: &[I],
+    weights: &GatWeights<'_, E>,
+    out: &mut [E],
+    shape: GatShape,
+    params: &GatParams,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    let GatShape {
+        nodes: n,
+        in_features,
+        out_features: f,
+        heads: h,
+    } = shape;
+    nonzero(&[n, in_features, f, h])?;
+    let hf = mul(h, f)?;
+    check_len(x, mul(n, in_features)?)?;
+    check_len(weights.lin_weight, mul(hf, in_features)?)?;
+    check_len(weights.att_src, hf)?;
+    check_len(weights.att_dst, hf)?;
+    let out_features = if params.concat { hf } else { f };
+    if let Some(b) = weights.bias {
+        check_len(b, out_features)?;
+    }
+    check_len(out, mul(n, out_features)?)?;
+    if edge_index.len() % 2 != 0 {
+        return Err(Error::LengthMismatch {
+            expected: edge_index.len() + 1,
+            found: edge_index.len(),
+        });
+    }
+    let (sources, targets) = edge_index.split_at(edge_index.len() / 2);
+    for (&s, &t) in sources.iter().zip(targets) {
+        node(s, n)?;
+        node(t, n)?;
+    }
+    if !params.negative_slope.is_finite() {
+        return Err(Error::InvalidParameter);
+    }
+    // `needed` saturates to usize::MAX on overflow, which no slice reaches: a shape too large
+    // fails here, and past this check every product below fits.
+    let needed = gat_scratch_len(shape);
+    if scratch.len() < needed {
+        return Err(Error::ScratchTooSmall {
+            needed,
+            found: scratch.len(),
+        });
+    }
+    let nhf = n * hf;
+    let nh = n * h;
+    let (xp, rest) = scratch.split_at_mut(nhf);
+    let (acc, rest) = rest.split_at_mut(nhf);
+    let (s_src, rest) = rest.split_at_mut(nh);
+    let (s_dst, rest) = rest.split_at_mut(nh);
+    let (max, rest) = rest.split_at_mut(nh);
+    let sum = &mut rest[..nh];
+    let a = Areas {
+        xp,
+        acc,
+        s_src,
+        s_dst,
+        max,
+        sum,
+    };
+
+    // x' = x Wᵀ, then the per-head scores of every node.
+    linear_typed(
+        x,
+        weights.lin_weight,
+        None,
+        a.xp,
+        LinearShape::new(n, in_features, hf),
+    )?;
+    for (node_i, xp_row) in a.xp.chunks_exact(hf).enumerate() {
+        for head in 0..h {
+            let feat = &xp_row[head * f..][..f];
+            let att = |v: &[E]| {
+                feat.iter()
+                    .zip(&v[head * f..][..f])
+                    .map(|(&p, &w)| p * w.to_f32())
+                    .sum::<f32>()
+            };
+            a.s_src[node_i * h + head] = att(weights.att_src);
+            a.s_dst[node_i * h + head] = att(weights.att_dst);
+        }
+    }
+
+    // Every (source, target) pair the softmax runs over, self loops handled as GATConv does.
+    let edges = || {
+        let listed = sources.iter().zip(targets).filter_map(move |(&s, &t)| {
+            match (node(s, n), node(t, n)) {
+                (Ok(s), Ok(t)) if !(params.add_self_loops && s == t) => Some((s, t)),
+                _ => None,
+            }
+        });
+        let loops = (0..if params.add_self_loops { n } else { 0 }).map(|i| (i, i));
+        listed.chain(loops)
+    };
+    let score = |a: &Areas<'_>, s: usize, t: usize, head: usize| {
+        leaky(
+            a.s_src[s * h + head] + a.s_dst[t * h + head],
+            params.negative_slope,
+        )
+    };
+
+    // Pass 1: maximum score per target and head.
+    a.max.fill(f32::NEG_INFINITY);
+    for (s, t) in edges() {
+        for head in 0..h {
+            let e = score(&a, s, t, head);
+            let m = &mut a.max[t * h + head];
+            *m = m.max(e);
+        }
+    }
+    // Pass 2: softmax weights, their sums and the weighted messages.
+    a.sum.fill(0.0);
+    a.acc.fill(0.0);
+    for (s, t) in edges() {
+        for head in 0..h {
+            let w = exp(score(&a, s, t, head) - a.max[t * h + head]);
+            a.sum[t * h + head] += w;
+            let msg = &a.xp[s * hf + head * f..][..f];
+            let dst = &mut a.acc[t * hf + head * f..][..f];
+            for (d, &m) in dst.iter_mut().zip(msg) {
+                *d += w * m;
+            }
+        }
+    }
+
+    // Normalize, combine heads, add the bias.
+    let bias = |k: usize| weights.bias.map_or(0.0, |b| b[k].to_f32());
+    for (node_i, out_row) in out.chunks_exact_mut(out_features).enumerate() {
+        let inv = |head: usize| {
+            let s = a.sum[node_i * h + head];
+            // A node without incoming edges has sum 0: no message, only the bias.
+            if s > 0.0 {
+                1.0 / s
+            } else {
+                0.0
+            }
+        };
+        let acc_row = &a.acc[node_i * hf..][..hf];
+        if params.concat {
+            for (k, o) in out_row.iter_mut().enumerate() {
+                *o = E::from_f32(acc_row[k] * inv(k / f) + bias(k));
+            }
+        } else {
+            for (k, o) in out_row.iter_mut().enumerate() {
+                let total: f32 = (0..h).map(|head| acc_row[head * f + k] * inv(head)).sum();
+                *o = E::from_f32(total / h as f32 + bias(k));
+            }
+        }
+    }
+    Ok(())
+}
