@@ -39,6 +39,7 @@ pub mod graph;
 pub mod layers;
 pub mod mask;
 pub mod math;
+pub mod models;
 pub mod mha;
 pub mod position;
 pub mod projection;
