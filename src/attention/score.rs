@@ -40,12 +40,36 @@ impl Score {
             Score::Dot => scale * E::dot(q, k),
             Score::Cosine => {
                 let k_norm = sqrt(E::dot(k, k)).max(COSINE_EPS);
-                scale * E::dot(q, k) / (q_norm * k_norm)
+                let q_dot_k = E::dot(q, k);
+                if q_norm.is_finite() && k_norm.is_finite() && q_dot_k.is_finite() {
+                    scale * (q_dot_k / q_norm / k_norm)
+                } else {
+                    scale * cosine_rescaled(q, k)
+                }
             }
             Score::NegSqL2 => -scale * E::sq_l2_distance(q, k),
             Score::NegL1 => -scale * E::l1_distance(q, k),
         }
     }
+}
+
+/// Cosine of vectors whose squared norms overflow f32: both are divided by their largest
+/// magnitude first, so every sum stays below `len`. Rare path, kept out of the hot loop.
+#[cold]
+fn cosine_rescaled<E: Element>(q: &[E], k: &[E]) -> f32 {
+    let largest = |x: &[E]| x.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(v.to_f32())));
+    let (mq, mk) = (largest(q), largest(k));
+    if mq == 0.0 || mk == 0.0 {
+        return 0.0;
+    }
+    let (mut qk, mut qq, mut kk) = (0.0f32, 0.0f32, 0.0f32);
+    for (a, b) in q.iter().zip(k) {
+        let (a, b) = (a.to_f32() / mq, b.to_f32() / mk);
+        qk += a * b;
+        qq += a * a;
+        kk += b * b;
+    }
+    qk / sqrt(qq) / sqrt(kk)
 }
 
 /// An additive bias on the logits that depends on the head and on the query and key positions.
@@ -176,4 +200,21 @@ pub fn t5_bucket(
     let log_range = libm::log(max_distance as f64 / exact as f64) as f32;
     let large = exact + (log_ratio / log_range * (buckets - exact) as f32) as usize;
     bucket + large.min(buckets - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_huge_vectors_is_finite_and_right() {
+        let q = [3e30f32, 4e30, 0.0];
+        let k = [4e25f32, 3e25, 0.0];
+        let norm = Score::Cosine.query_norm(&q);
+        let cos = Score::Cosine.logit(&q, &k, norm, 1.0);
+        assert!((cos - 24.0 / 25.0).abs() < 1e-6, "{cos}");
+        let small = [1e-3f32, 0.0, 0.0];
+        let cos = Score::Cosine.logit(&small, &q, Score::Cosine.query_norm(&small), 2.0);
+        assert!((cos - 2.0 * 0.6).abs() < 1e-6, "{cos}");
+    }
 }
