@@ -24,7 +24,13 @@ const MACHINES: &[(&str, usize, usize)] = &[
 ];
 
 /// Ops the firmware can run (kernels that exist in the library).
-const OPS: &[&str] = &["sdpa"];
+const OPS: &[&str] = &[
+    "sdpa",
+    "linear_attention",
+    "additive_attention",
+    "luong_attention",
+    "mha",
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -69,6 +75,7 @@ struct Embedded {
     inputs: usize,
     outputs: usize,
     dv: usize,
+    scratch: usize,
 }
 
 fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
@@ -82,22 +89,33 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
     let mut cases = String::new();
     let mut skipped = String::new();
     let (mut flash, mut max_in, mut max_out, mut max_dv) = (0usize, 0usize, 0usize, 1usize);
+    let mut max_scratch = 1usize;
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
         let text = fs::read_to_string(path).unwrap();
-        let case: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let case: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let name = case["name"].as_str().unwrap_or("?").to_string();
         let op = case["op"].as_str().unwrap_or("?");
         if !OPS.contains(&op) {
-            let _ = writeln!(skipped, "    ({name:?}, \"op {op} is not run on target yet\"),");
+            let _ = writeln!(
+                skipped,
+                "    ({name:?}, \"op {op} is not run on target yet\"),"
+            );
             continue;
         }
-        let embedded = match sdpa_case(&case) {
+        let embedded = match if op == "sdpa" {
+            sdpa_case(&case)
+        } else {
+            op_case(&case, op)
+        } {
             Ok(e) => e,
             Err(reason) => {
                 // A case of a supported op that cannot be expressed is a failure, not a skip.
-                let _ = writeln!(cases, "    Case::Unsupported {{ name: {name:?}, reason: {reason:?} }},");
+                let _ = writeln!(
+                    cases,
+                    "    Case::Unsupported {{ name: {name:?}, reason: {reason:?} }},"
+                );
                 continue;
             }
         };
@@ -113,6 +131,7 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
         max_in = max_in.max(embedded.inputs);
         max_out = max_out.max(embedded.outputs);
         max_dv = max_dv.max(embedded.dv);
+        max_scratch = max_scratch.max(embedded.scratch);
         cases.push_str(&embedded.source);
     }
     format!(
@@ -120,9 +139,11 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
          /// Cases left out, with the reason.\npub static SKIPPED: &[(&str, &str)] = &[\n{skipped}];\n\
          /// Largest q+k+v element count of an embedded case.\npub const MAX_INPUT: usize = {};\n\
          /// Largest output element count.\npub const MAX_OUTPUT: usize = {};\n\
-         /// Largest value width (f16 scratch row).\npub const MAX_DV: usize = {max_dv};\n",
+         /// Largest value width (f16 scratch row).\npub const MAX_DV: usize = {max_dv};\n\
+         /// Largest f32 scratch of an embedded case.\npub const MAX_SCRATCH: usize = {};\n",
         max_in.max(1),
-        max_out.max(1)
+        max_out.max(1),
+        max_scratch.max(max_dv),
     )
 }
 
@@ -171,20 +192,16 @@ fn field(v: &Value, name: &str) -> Result<u64, String> {
     v[name].as_u64().ok_or(format!("mask field {name} missing"))
 }
 
-fn mask_terms(mask: &Value) -> Result<(String, bool), String> {
+fn mask_terms(mask: &Value) -> Result<String, String> {
     let Some(list) = mask.as_array() else {
-        return Ok(("&[]".into(), false));
+        return Ok("&[]".into());
     };
     let mut s = String::from("&[");
-    let mut causal = false;
     for term in list {
         let kind = term["kind"].as_str().ok_or("mask term without kind")?;
         let text = match kind {
             "none" => "MaskTerm::None".to_string(),
-            "causal" => {
-                causal = true;
-                "MaskTerm::Causal".to_string()
-            }
+            "causal" => "MaskTerm::Causal".to_string(),
             "sliding" => format!(
                 "MaskTerm::Sliding {{ left: {}, right: {} }}",
                 field(term, "left")?,
@@ -225,14 +242,21 @@ fn mask_terms(mask: &Value) -> Result<(String, bool), String> {
                     field(term, "window")?
                 )
             }
-            "key_padding" => format!("MaskTerm::KeyPadding {{ valid: {} }}", field(term, "valid")?),
-            other => return Err(format!("mask kind {other} unknown to the firmware generator")),
+            "key_padding" => format!(
+                "MaskTerm::KeyPadding {{ valid: {} }}",
+                field(term, "valid")?
+            ),
+            other => {
+                return Err(format!(
+                    "mask kind {other} unknown to the firmware generator"
+                ))
+            }
         };
         s.push_str(&text);
         s.push(',');
     }
     s.push(']');
-    Ok((s, causal))
+    Ok(s)
 }
 
 fn bias(b: &Value) -> Result<String, String> {
@@ -291,13 +315,8 @@ fn sdpa_case(case: &Value) -> Result<Embedded, String> {
         "neg_l1" => "Score::NegL1",
         other => return Err(format!("score {other} unknown to the firmware generator")),
     };
-    let (mask, causal) = mask_terms(&params["mask"])?;
+    let mask = mask_terms(&params["mask"])?;
     let offset = params["q_pos_offset"].as_i64().unwrap_or(0);
-    // The library's positions are unsigned. A negative offset is expressible when the mask is
-    // causal: rows at negative positions see no key (zeros), the rest run with offset 0.
-    if offset < 0 && !causal {
-        return Err("negative q_pos_offset without a causal mask".into());
-    }
     let bias = bias(&params["bias"])?;
     let tol = |t: &str| match case["tolerance"][t].as_f64() {
         Some(x) => format!("Some({x:?})"),
@@ -323,5 +342,153 @@ fn sdpa_case(case: &Value) -> Result<Embedded, String> {
         inputs,
         outputs: out.len(),
         dv,
+        scratch: dv,
+    })
+}
+
+/// `q_pos_offset` (default 0; may be negative).
+fn offset(params: &Value) -> Result<i64, String> {
+    Ok(params["q_pos_offset"].as_i64().unwrap_or(0))
+}
+
+/// A case of an op other than sdpa: the op's parameters as a Rust `Op` value, its inputs in
+/// the order the kernel takes them, and its expected tensors.
+fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
+    let name = case["name"].as_str().unwrap_or("?");
+    let params = &case["params"];
+    let dims = |n: &str| tensor(case, "inputs", n).map(|(s, _)| s);
+    let (op_value, input_names, scratch): (String, Vec<&str>, usize) = match op {
+        "linear_attention" => {
+            if !matches!(params["feature_map"].as_str(), None | Some("elu_plus_one")) {
+                return Err("feature_map other than elu_plus_one".into());
+            }
+            let (q, k, v) = (dims("q")?, dims("k")?, dims("v")?);
+            let (heads, kv_heads, lq, lk, d, dv) = match (q.as_slice(), k.as_slice(), v.as_slice())
+            {
+                ([lq, d], [lk, _], [_, dv]) => (1, 1, *lq, *lk, *d, *dv),
+                ([h, lq, d], [hkv, lk, _], [_, _, dv]) => (*h, *hkv, *lq, *lk, *d, *dv),
+                _ => return Err("q/k/v shapes not [L,D] or [H,L,D]".into()),
+            };
+            let causal = params["causal"].as_bool().unwrap_or(false);
+            let eps = params["eps"].as_f64().unwrap_or(1e-6) as f32;
+            (
+                format!("Op::Linear {{ heads: {heads}, kv_heads: {kv_heads}, lq: {lq}, lk: {lk}, d: {d}, dv: {dv}, causal: {causal}, eps: {eps:?} }}"),
+                vec!["q", "k", "v"],
+                d * dv + d + dv,
+            )
+        }
+        "additive_attention" => {
+            let (dq, keys, values, wq) = (
+                dims("query")?,
+                dims("keys")?,
+                dims("values")?,
+                dims("w_query")?,
+            );
+            let (&[dq], &[l, dk], &[_, dv], &[a, _]) = (
+                dq.as_slice(),
+                keys.as_slice(),
+                values.as_slice(),
+                wq.as_slice(),
+            ) else {
+                return Err("additive shapes".into());
+            };
+            let mask = mask_terms(&params["mask"])?;
+            (
+                format!("Op::Additive {{ l: {l}, dq: {dq}, dk: {dk}, dv: {dv}, a: {a}, mask: {mask}, offset: {} }}", offset(params)?),
+                vec!["query", "keys", "values", "w_query", "w_key", "v"],
+                a + l + dv,
+            )
+        }
+        "luong_attention" => {
+            let (keys, values) = (dims("keys")?, dims("values")?);
+            let (&[l, d], &[_, dv]) = (keys.as_slice(), values.as_slice()) else {
+                return Err("luong shapes".into());
+            };
+            let (score, names, extra) = match params["score"].as_str().unwrap_or("dot") {
+                "dot" => (0, vec!["query", "keys", "values"], 0),
+                "general" => (1, vec!["query", "keys", "values", "w"], d),
+                "concat" => (
+                    2,
+                    vec!["query", "keys", "values", "w", "v"],
+                    dims("v")?.iter().product(),
+                ),
+                other => return Err(format!("luong score {other}")),
+            };
+            let mask = mask_terms(&params["mask"])?;
+            (
+                format!("Op::Luong {{ l: {l}, d: {d}, dv: {dv}, score: {score}, mask: {mask}, offset: {} }}", offset(params)?),
+                names,
+                extra + l + dv,
+            )
+        }
+        "mha" => {
+            let (q, k, v) = (dims("query")?, dims("key")?, dims("value")?);
+            let (&[lq, e], &[lk, ek], &[lv, ev]) = (q.as_slice(), k.as_slice(), v.as_slice())
+            else {
+                return Err("mha shapes".into());
+            };
+            if ek != e || ev != e || lv != lk {
+                return Err("mha needs key and value of the query's width".into());
+            }
+            let heads = params["num_heads"].as_u64().ok_or("num_heads")?;
+            let mask = mask_terms(&params["mask"])?;
+            let has = |n: &str| !case["inputs"][n].is_null();
+            let mut names = vec!["query", "key", "value", "in_proj_weight"];
+            if has("in_proj_bias") {
+                names.push("in_proj_bias");
+            }
+            names.push("out_proj.weight");
+            if has("out_proj.bias") {
+                names.push("out_proj.bias");
+            }
+            (
+                format!(
+                    "Op::Mha {{ lq: {lq}, lk: {lk}, embed: {e}, heads: {heads}, mask: {mask}, offset: {}, in_bias: {}, out_bias: {} }}",
+                    offset(params)?,
+                    has("in_proj_bias"),
+                    has("out_proj.bias")
+                ),
+                names,
+                (lq + lk) * e * 2,
+            )
+        }
+        other => return Err(format!("op {other}")),
+    };
+    let mut inputs = String::new();
+    let mut n_in = 0;
+    for n in &input_names {
+        let (_, data) = tensor(case, "inputs", n)?;
+        n_in += data.len();
+        let _ = write!(inputs, "{},", floats(&data));
+    }
+    let mut expected = String::new();
+    let mut n_out = 0;
+    let out_names: &[&str] = match op {
+        "additive_attention" | "luong_attention" => &["context", "weights"],
+        _ => &["out"],
+    };
+    for n in out_names {
+        let (_, data) = tensor(case, "expected", n)?;
+        n_out += data.len();
+        let _ = write!(expected, "({n:?}, {}),", floats(&data));
+    }
+    let tol = |t: &str| match case["tolerance"][t].as_f64() {
+        Some(x) => format!("Some({x:?})"),
+        None => "None".into(),
+    };
+    let source = format!(
+        "    Case::Op(OpCase {{ name: {name:?}, op: {op_value},\n      inputs: &[{inputs}],\n      expected: &[{expected}],\n      \
+         tol_f32: {}, tol_f16: {} }}),\n",
+        tol("f32"),
+        tol("f16"),
+    );
+    Ok(Embedded {
+        source,
+        flash: 4 * (n_in + n_out),
+        ram: 2 * n_in + 6 * n_out + 4 * scratch,
+        inputs: n_in,
+        outputs: n_out,
+        dv: 1,
+        scratch,
     })
 }

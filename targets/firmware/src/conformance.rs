@@ -12,8 +12,14 @@
 //! output is not finite.
 
 use defmt::println;
-use microattn::attention::{sdpa, sdpa_typed, AttentionShape, Bias, Score, SdpaParams};
+use microattn::attention::{
+    additive_attention, additive_attention_typed, linear_attention, linear_attention_typed,
+    luong_attention, luong_attention_typed, sdpa, sdpa_typed, AdditiveParams, AdditiveShape,
+    AttentionShape, Bias, LinearAttentionParams, LuongParams, LuongScore, LuongShape, Score,
+    SdpaParams,
+};
 use microattn::mask::{Mask, MaskTerm};
+use microattn::mha::{mha, mha_typed, MhaShape, MhaWeights};
 use microattn::{f16, Element, Error};
 
 /// One SDPA conformance case: tensors row-major, `[heads, lq, d]` etc.
@@ -46,7 +52,7 @@ pub struct SdpaCase {
     pub score: Score,
     /// Mask terms.
     pub mask: &'static [MaskTerm<'static>],
-    /// Position of query row 0; may be negative (then the mask is causal).
+    /// Position of query row 0; may be negative.
     pub q_pos_offset: i64,
     /// Additive bias.
     pub bias: Bias<'static>,
@@ -56,10 +62,81 @@ pub struct SdpaCase {
     pub tol_f16: Option<f64>,
 }
 
+/// An op other than SDPA and its parameters; the case's inputs are in the kernel's order.
+pub enum Op {
+    /// Linear attention (elu+1): inputs q, k, v.
+    #[allow(missing_docs)]
+    Linear {
+        heads: usize,
+        kv_heads: usize,
+        lq: usize,
+        lk: usize,
+        d: usize,
+        dv: usize,
+        causal: bool,
+        eps: f32,
+    },
+    /// Bahdanau: inputs query, keys, values, w_query, w_key, v; outputs context, weights.
+    #[allow(missing_docs)]
+    Additive {
+        l: usize,
+        dq: usize,
+        dk: usize,
+        dv: usize,
+        a: usize,
+        mask: &'static [MaskTerm<'static>],
+        offset: i64,
+    },
+    /// Luong (`score` 0 dot, 1 general, 2 concat): inputs query, keys, values[, w[, v]].
+    #[allow(missing_docs)]
+    Luong {
+        l: usize,
+        d: usize,
+        dv: usize,
+        score: u8,
+        mask: &'static [MaskTerm<'static>],
+        offset: i64,
+    },
+    /// Multi-head attention with projections: inputs query, key, value, in_proj_weight,
+    /// [in_proj_bias,] out_proj.weight[, out_proj.bias].
+    #[allow(missing_docs)]
+    Mha {
+        lq: usize,
+        lk: usize,
+        embed: usize,
+        heads: usize,
+        mask: &'static [MaskTerm<'static>],
+        offset: i64,
+        in_bias: bool,
+        out_bias: bool,
+    },
+}
+
+/// A conformance case of an [`Op`].
+pub struct OpCase {
+    /// Case name.
+    pub name: &'static str,
+    /// The op and its parameters.
+    pub op: Op,
+    /// Input tensors in the kernel's order.
+    pub inputs: &'static [&'static [f32]],
+    /// Expected tensors (name, data), in the kernel's output order.
+    pub expected: &'static [(&'static str, &'static [f32])],
+    /// f32 tolerance, when the case is run in f32.
+    pub tol_f32: Option<f64>,
+    /// f16 tolerance, when the case is run in f16.
+    pub tol_f16: Option<f64>,
+}
+
+/// Inputs an op takes at most (MHA with both biases).
+const MAX_TENSORS: usize = 7;
+
 /// A generated case.
 pub enum Case {
     /// A single- or multi-head SDPA case.
     Sdpa(SdpaCase),
+    /// Another op.
+    Op(OpCase),
     /// A case of a supported op the generator could not express: reported as failed.
     Unsupported {
         /// Case name.
@@ -69,22 +146,22 @@ pub enum Case {
     },
 }
 
-#[allow(missing_docs)]
+#[allow(missing_docs, dead_code)]
 mod generated {
-    use super::{Case, SdpaCase};
+    use super::{Case, Op, OpCase, SdpaCase};
     use microattn::attention::{Bias, Score};
     use microattn::mask::MaskTerm;
     include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
 
-pub use generated::{CASES, MAX_DV, MAX_INPUT, MAX_OUTPUT, SKIPPED};
+pub use generated::{CASES, MAX_INPUT, MAX_OUTPUT, MAX_SCRATCH, SKIPPED};
 
 /// Working memory for the typed runs, sized by the generator for this machine's cases.
 pub struct Buffers {
     input_f16: [f16; MAX_INPUT],
     out_f32: [f32; MAX_OUTPUT],
     out_f16: [f16; MAX_OUTPUT],
-    scratch: [f32; MAX_DV],
+    scratch: [f32; MAX_SCRATCH],
 }
 
 impl Buffers {
@@ -94,7 +171,7 @@ impl Buffers {
             input_f16: [f16::ZERO; MAX_INPUT],
             out_f32: [0.0; MAX_OUTPUT],
             out_f16: [f16::ZERO; MAX_OUTPUT],
-            scratch: [0.0; MAX_DV],
+            scratch: [0.0; MAX_SCRATCH],
         }
     }
 }
@@ -112,10 +189,16 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
         .iter()
         .map(|c| match c {
             Case::Sdpa(s) => s.tol_f32.is_some() as usize + s.tol_f16.is_some() as usize,
+            Case::Op(o) => o.tol_f32.is_some() as usize + o.tol_f16.is_some() as usize,
             Case::Unsupported { .. } => 1,
         })
         .sum();
-    println!("machine {=str} plan {=usize} skipped {=usize}", crate::MACHINE, planned, SKIPPED.len());
+    println!(
+        "machine {=str} plan {=usize} skipped {=usize}",
+        crate::MACHINE,
+        planned,
+        SKIPPED.len()
+    );
     let mut lines = 0;
     for case in CASES {
         match case {
@@ -137,6 +220,47 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                     let out = &mut buffers.out_f16[..c.expected.len()];
                     let result = run_sdpa(c, q, k, v, out, &mut buffers.scratch);
                     report(c.name, "f16", tol, result.map(|()| rel_l2(out, c.expected)));
+                    lines += 1;
+                }
+            }
+            Case::Op(c) => {
+                let n_out: usize = c.expected.iter().map(|(_, e)| e.len()).sum();
+                if let Some(tol) = c.tol_f32 {
+                    let out = &mut buffers.out_f32[..n_out];
+                    let result = run_op(&c.op, c.inputs, out, &mut buffers.scratch);
+                    report(
+                        c.name,
+                        "f32",
+                        tol,
+                        result.map(|()| worst_rel_l2(out, c.expected)),
+                    );
+                    lines += 1;
+                }
+                if let Some(tol) = c.tol_f16 {
+                    // f16 copies of every input (weights too), then slices in the same order.
+                    let mut lens = [0usize; MAX_TENSORS];
+                    let mut at = 0;
+                    for (len, src) in lens.iter_mut().zip(c.inputs) {
+                        to_f16(src, &mut buffers.input_f16[at..at + src.len()]);
+                        *len = src.len();
+                        at += src.len();
+                    }
+                    let mut slices: [&[f16]; MAX_TENSORS] = [&[]; MAX_TENSORS];
+                    let mut rest = &buffers.input_f16[..at];
+                    for (slice, &len) in slices.iter_mut().zip(&lens) {
+                        let (head, tail) = rest.split_at(len);
+                        *slice = head;
+                        rest = tail;
+                    }
+                    let out = &mut buffers.out_f16[..n_out];
+                    let inputs = &slices[..c.inputs.len().min(MAX_TENSORS)];
+                    let result = run_op(&c.op, inputs, out, &mut buffers.scratch);
+                    report(
+                        c.name,
+                        "f16",
+                        tol,
+                        result.map(|()| worst_rel_l2(out, c.expected)),
+                    );
                     lines += 1;
                 }
             }
@@ -162,9 +286,15 @@ fn to_f16(src: &[f32], dst: &mut [f16]) {
 fn report(name: &str, ty: &str, tol: f64, result: Result<f64, Error>) {
     match result {
         Ok(err) if err.is_finite() => {
-            println!("case {=str} type {=str} rel_l2 {=f64} tol {=f64}", name, ty, err, tol)
+            println!(
+                "case {=str} type {=str} rel_l2 {=f64} tol {=f64}",
+                name, ty, err, tol
+            )
         }
-        Ok(_) => println!("case {=str} type {=str} rel_l2 nan tol {=f64}", name, ty, tol),
+        Ok(_) => println!(
+            "case {=str} type {=str} rel_l2 nan tol {=f64}",
+            name, ty, tol
+        ),
         Err(e) => println!("case {=str} type {=str} error {}", name, ty, e),
     }
 }
@@ -185,8 +315,24 @@ fn rel_l2<E: Element>(out: &[E], expected: &[f32]) -> f64 {
     libm::sqrt(diff) / norm
 }
 
+/// The largest rel-L2 over the expected tensors, laid out one after the other in `out`.
+fn worst_rel_l2<E: Element>(out: &[E], expected: &[(&str, &[f32])]) -> f64 {
+    let mut worst = 0.0f64;
+    let mut at = 0;
+    for (_, e) in expected {
+        let err = rel_l2(&out[at..at + e.len()], e);
+        if err.is_nan() {
+            return err;
+        }
+        worst = worst.max(err);
+        at += e.len();
+    }
+    worst
+}
+
 /// The library call for one element type: `sdpa` for f32, `sdpa_typed` for the others.
 trait Kernel: Element {
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         q: &[Self],
         k: &[Self],
@@ -196,6 +342,151 @@ trait Kernel: Element {
         params: &SdpaParams<'_>,
         scratch: &mut [f32],
     ) -> Result<(), Error>;
+
+    /// Runs a non-SDPA op: the f32 entry points for f32, the `_typed` ones otherwise.
+    fn run(op: &Op, inputs: &[&[Self]], out: &mut [Self], scratch: &mut [f32])
+        -> Result<(), Error>;
+}
+
+/// `run` for one element type, given the names of that type's entry points.
+macro_rules! run_ops {
+    ($linear:ident, $additive:ident, $luong:ident, $mha:ident) => {
+        fn run(
+            op: &Op,
+            inputs: &[&[Self]],
+            out: &mut [Self],
+            scratch: &mut [f32],
+        ) -> Result<(), Error> {
+            let input = |i: usize| inputs.get(i).copied().ok_or(Error::InvalidParameter);
+            match *op {
+                Op::Linear {
+                    heads,
+                    kv_heads,
+                    lq,
+                    lk,
+                    d,
+                    dv,
+                    causal,
+                    eps,
+                } => {
+                    let shape = AttentionShape::multi_head(heads, kv_heads, lq, lk, d, dv);
+                    let params = LinearAttentionParams { causal, eps };
+                    $linear(
+                        input(0)?,
+                        input(1)?,
+                        input(2)?,
+                        out,
+                        shape,
+                        &params,
+                        scratch,
+                    )
+                }
+                Op::Additive {
+                    l,
+                    dq,
+                    dk,
+                    dv,
+                    a,
+                    mask,
+                    offset,
+                } => {
+                    let params = AdditiveParams {
+                        w_query: input(3)?,
+                        w_key: input(4)?,
+                        v: input(5)?,
+                        mask: Mask::new(mask).with_signed_offset(offset),
+                    };
+                    let shape = AdditiveShape { l, dq, dk, dv, a };
+                    let (context, weights) = out.split_at_mut(dv.min(out.len()));
+                    $additive(
+                        input(0)?,
+                        input(1)?,
+                        input(2)?,
+                        shape,
+                        &params,
+                        context,
+                        weights,
+                        scratch,
+                    )
+                }
+                Op::Luong {
+                    l,
+                    d,
+                    dv,
+                    score,
+                    mask,
+                    offset,
+                } => {
+                    let score = match score {
+                        0 => LuongScore::Dot,
+                        1 => LuongScore::General { w: input(3)? },
+                        _ => LuongScore::Concat {
+                            w: input(3)?,
+                            v: input(4)?,
+                        },
+                    };
+                    let params = LuongParams {
+                        score,
+                        mask: Mask::new(mask).with_signed_offset(offset),
+                    };
+                    let (context, weights) = out.split_at_mut(dv.min(out.len()));
+                    $luong(
+                        input(0)?,
+                        input(1)?,
+                        input(2)?,
+                        LuongShape { l, d, dv },
+                        &params,
+                        context,
+                        weights,
+                        scratch,
+                    )
+                }
+                Op::Mha {
+                    lq,
+                    lk,
+                    embed,
+                    heads,
+                    mask,
+                    offset,
+                    in_bias,
+                    out_bias,
+                } => {
+                    let mut next = 4;
+                    let mut take = |present: bool| -> Result<Option<&[Self]>, Error> {
+                        if !present {
+                            return Ok(None);
+                        }
+                        next += 1;
+                        input(next - 1).map(Some)
+                    };
+                    let in_proj_bias = take(in_bias)?;
+                    let out_proj_weight = take(true)?.ok_or(Error::InvalidParameter)?;
+                    let out_proj_bias = take(out_bias)?;
+                    let weights = MhaWeights {
+                        in_proj_weight: input(3)?,
+                        in_proj_bias,
+                        out_proj_weight,
+                        out_proj_bias,
+                    };
+                    let params = SdpaParams {
+                        mask: Mask::new(mask).with_signed_offset(offset),
+                        ..Default::default()
+                    };
+                    let shape = MhaShape::new(lq, lk, embed, heads);
+                    $mha(
+                        input(0)?,
+                        input(1)?,
+                        input(2)?,
+                        &weights,
+                        out,
+                        shape,
+                        &params,
+                        scratch,
+                    )
+                }
+            }
+        }
+    };
 }
 
 impl Kernel for f32 {
@@ -210,6 +501,8 @@ impl Kernel for f32 {
     ) -> Result<(), Error> {
         sdpa(q, k, v, out, shape, params)
     }
+
+    run_ops!(linear_attention, additive_attention, luong_attention, mha);
 }
 
 impl Kernel for f16 {
@@ -224,6 +517,22 @@ impl Kernel for f16 {
     ) -> Result<(), Error> {
         sdpa_typed(q, k, v, out, shape, params, scratch)
     }
+
+    run_ops!(
+        linear_attention_typed,
+        additive_attention_typed,
+        luong_attention_typed,
+        mha_typed
+    );
+}
+
+fn run_op<E: Kernel>(
+    op: &Op,
+    inputs: &[&[E]],
+    out: &mut [E],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    E::run(op, inputs, out, scratch)
 }
 
 fn run_sdpa<E: Kernel>(
@@ -235,58 +544,11 @@ fn run_sdpa<E: Kernel>(
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     let shape = AttentionShape::multi_head(c.heads, c.kv_heads, c.lq, c.lk, c.d, c.dv);
-    if c.q_pos_offset >= 0 {
-        let params = SdpaParams {
-            scale: c.scale,
-            score: c.score,
-            mask: Mask::new(c.mask).with_offset(c.q_pos_offset as usize),
-            bias: c.bias,
-        };
-        return E::attend(q, k, v, out, shape, &params, scratch);
-    }
-    // Negative offset (the generator guarantees a causal mask): rows at negative positions
-    // see no key and are zero; the others are the rows from `skip` on with offset 0, run head
-    // by head because they are not contiguous across heads.
-    let skip = c.q_pos_offset.unsigned_abs() as usize;
-    out.fill(E::default());
-    if skip >= c.lq {
-        return Ok(());
-    }
-    let rows = c.lq - skip;
-    let group = c.heads / c.kv_heads.max(1);
-    for h in 0..c.heads {
-        let kvh = h / group.max(1);
-        let bias = match c.bias {
-            Bias::Alibi { slopes } => Bias::Alibi {
-                slopes: slopes.get(h..h + 1).ok_or(Error::InvalidBias)?,
-            },
-            Bias::T5 {
-                bidirectional,
-                num_buckets,
-                max_distance,
-                table,
-            } => Bias::T5 {
-                bidirectional,
-                num_buckets,
-                max_distance,
-                table: table
-                    .get(h * num_buckets..(h + 1) * num_buckets)
-                    .ok_or(Error::InvalidBias)?,
-            },
-            other => other,
-        };
-        let params = SdpaParams {
-            scale: c.scale,
-            score: c.score,
-            mask: Mask::new(c.mask),
-            bias,
-        };
-        let q_h = &q[(h * c.lq + skip) * c.d..(h + 1) * c.lq * c.d];
-        let k_h = &k[kvh * c.lk * c.d..(kvh + 1) * c.lk * c.d];
-        let v_h = &v[kvh * c.lk * c.dv..(kvh + 1) * c.lk * c.dv];
-        let out_h = &mut out[(h * c.lq + skip) * c.dv..(h + 1) * c.lq * c.dv];
-        let one = AttentionShape::single(rows, c.lk, c.d, c.dv);
-        E::attend(q_h, k_h, v_h, out_h, one, &params, scratch)?;
-    }
-    Ok(())
+    let params = SdpaParams {
+        scale: c.scale,
+        score: c.score,
+        mask: Mask::new(c.mask).with_signed_offset(c.q_pos_offset),
+        bias: c.bias,
+    };
+    E::attend(q, k, v, out, shape, &params, scratch)
 }

@@ -43,7 +43,8 @@ pub fn command_line(buf: &mut [u8]) -> &str {
     // SYS_GET_CMDLINE takes {buffer, length} and writes the used length back.
     let mut block = [buf.as_mut_ptr() as usize, buf.len()];
     // SAFETY: the block describes `buf`, which the host writes at most `buf.len()` bytes to.
-    let status = unsafe { cortex_m_semihosting::syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) };
+    let status =
+        unsafe { cortex_m_semihosting::syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) };
     if status != 0 {
         return "";
     }
@@ -75,7 +76,12 @@ fn panic(info: &PanicInfo) -> ! {
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    defmt::println!("HARDFAULT on {=str}: pc={=u32:#010x} lr={=u32:#010x}", MACHINE, frame.pc(), frame.lr());
+    defmt::println!(
+        "HARDFAULT on {=str}: pc={=u32:#010x} lr={=u32:#010x}",
+        MACHINE,
+        frame.pc(),
+        frame.lr()
+    );
     exit_failure()
 }
 

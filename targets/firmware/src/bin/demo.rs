@@ -4,9 +4,9 @@
 #![no_main]
 
 use cortex_m_rt::entry;
+use defmt::println;
 use microattn::attention::{sdpa_fixed, SdpaParams};
 use microattn::mask::{Mask, MaskTerm};
-use defmt::println;
 use microattn_firmware::{exit_failure, exit_success, MACHINE};
 
 const TOKENS: usize = 8;
@@ -19,7 +19,11 @@ fn embed() -> [[f32; WIDTH]; TOKENS] {
         for (i, value) in row.iter_mut().enumerate() {
             let rate = libm::powf(100.0, -((i / 2 * 2) as f32) / WIDTH as f32);
             let angle = pos as f32 * rate;
-            *value = if i % 2 == 0 { libm::sinf(angle) } else { libm::cosf(angle) };
+            *value = if i % 2 == 0 {
+                libm::sinf(angle)
+            } else {
+                libm::cosf(angle)
+            };
         }
     }
     x
@@ -29,16 +33,17 @@ fn embed() -> [[f32; WIDTH]; TOKENS] {
 fn main() -> ! {
     println!(
         "microattn demo on {=str}: causal self-attention, {=usize} tokens x {=usize} features",
-        MACHINE,
-        TOKENS,
-        WIDTH
+        MACHINE, TOKENS, WIDTH
     );
     let x = embed();
     let mut out = [[0.0f32; WIDTH]; TOKENS];
     let causal = [MaskTerm::Causal];
     let windowed = [MaskTerm::Causal, MaskTerm::Sliding { left: 2, right: 0 }];
     for (label, terms) in [("causal", &causal[..]), ("causal window 3", &windowed[..])] {
-        let params = SdpaParams { mask: Mask::new(terms), ..Default::default() };
+        let params = SdpaParams {
+            mask: Mask::new(terms),
+            ..Default::default()
+        };
         if let Err(e) = sdpa_fixed(&x, &x, &x, &mut out, &params) {
             println!("sdpa failed: {}", e);
             exit_failure();
