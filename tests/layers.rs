@@ -2,13 +2,18 @@
 //! position encodings, norms, activations, FFN, GAT, ViT embedding, selective scan, encoder and
 //! decoder layers. Plus the errors each block must return instead of panicking.
 
+use microattn::attention::{Bias, SdpaParams};
 use microattn::graph::{gat, gat_scratch_len, GatParams, GatShape, GatWeights};
 use microattn::layers::{
-    add_layer_norm, ffn, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_in_place,
-    gated_ffn_scratch_len, layer_norm, layer_norm_in_place, patch_embed, patch_embed_scratch_len,
-    rms_norm, rms_norm_in_place, softplus, Activation, FfnShape, FfnWeights, GatedFfnWeights,
-    PatchEmbedWeights, PatchShape,
+    add_layer_norm, decoder_buffer_len, decoder_layer, decoder_scratch_len, encoder_buffer_len,
+    encoder_layer, encoder_scratch_len, ffn, ffn_in_place, ffn_scratch_len, gated_ffn,
+    gated_ffn_in_place, gated_ffn_scratch_len, layer_norm, layer_norm_in_place, patch_embed,
+    patch_embed_scratch_len, rms_norm, rms_norm_in_place, softplus, Activation, DecoderShape,
+    DecoderWeights, EncoderShape, EncoderWeights, FfnShape, FfnWeights, GatedFfnWeights,
+    LayerConfig, LayerNormWeights, PatchEmbedWeights, PatchShape,
 };
+use microattn::mask::{Mask, MaskTerm};
+use microattn::mha::MhaWeights;
 use microattn::position::{
     alibi_slopes, learned_add, rope, rope_fixed, rope_heads_fixed, sinusoidal_add,
     sinusoidal_table, sinusoidal_table_fixed, RopeLayout, RopeParams,
@@ -1459,4 +1464,679 @@ fn scan_errors() {
         selective_scan_step(&mut state, &weights, &token, &mut y[..3], shape),
         Err(Error::LengthMismatch { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder and decoder layers
+
+/// Owned weights of one attention block, `nn.MultiheadAttention` layout.
+struct MhaW {
+    in_w: Vec<f32>,
+    in_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+}
+
+impl MhaW {
+    fn new(rng: &mut Rng, e: usize) -> Self {
+        MhaW {
+            in_w: rng.vec(3 * e * e),
+            in_b: rng.vec(3 * e),
+            out_w: rng.vec(e * e),
+            out_b: rng.vec(e),
+        }
+    }
+    fn weights(&self) -> MhaWeights<'_> {
+        MhaWeights {
+            in_proj_weight: &self.in_w,
+            in_proj_bias: Some(&self.in_b),
+            out_proj_weight: &self.out_w,
+            out_proj_bias: Some(&self.out_b),
+        }
+    }
+}
+
+/// Owned weights of a whole layer: attention(s), FFN, norms (3 for a decoder).
+struct LayerW {
+    attn: Vec<MhaW>,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    norms: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl LayerW {
+    fn new(rng: &mut Rng, e: usize, f: usize, attentions: usize, norms: usize) -> Self {
+        LayerW {
+            attn: (0..attentions).map(|_| MhaW::new(rng, e)).collect(),
+            w1: rng.vec(f * e),
+            b1: rng.vec(f),
+            w2: rng.vec(e * f),
+            b2: rng.vec(e),
+            norms: (0..norms)
+                .map(|_| {
+                    let w = rng.vec(e).iter().map(|v| 1.0 + 0.3 * v).collect();
+                    (w, rng.vec(e))
+                })
+                .collect(),
+        }
+    }
+    fn ffn(&self) -> FfnWeights<'_> {
+        FfnWeights {
+            w1: &self.w1,
+            b1: Some(&self.b1),
+            w2: &self.w2,
+            b2: Some(&self.b2),
+        }
+    }
+    fn norm(&self, i: usize) -> LayerNormWeights<'_> {
+        LayerNormWeights {
+            weight: &self.norms[i].0,
+            bias: Some(&self.norms[i].1),
+        }
+    }
+    fn encoder(&self) -> EncoderWeights<'_> {
+        EncoderWeights {
+            self_attn: self.attn[0].weights(),
+            ffn: self.ffn(),
+            norm1: self.norm(0),
+            norm2: self.norm(1),
+        }
+    }
+    fn decoder(&self) -> DecoderWeights<'_> {
+        DecoderWeights {
+            self_attn: self.attn[0].weights(),
+            cross_attn: self.attn[1].weights(),
+            ffn: self.ffn(),
+            norm1: self.norm(0),
+            norm2: self.norm(1),
+            norm3: self.norm(2),
+        }
+    }
+    /// The same weights rounded to f16: (f16 copy, f32 values of the rounded copy).
+    fn rounded(&self) -> (LayerW16, LayerW) {
+        let r = |v: &Vec<f32>| round16(v);
+        let attn: Vec<_> = self
+            .attn
+            .iter()
+            .map(|a| (r(&a.in_w), r(&a.in_b), r(&a.out_w), r(&a.out_b)))
+            .collect();
+        let norms: Vec<_> = self.norms.iter().map(|(w, b)| (r(w), r(b))).collect();
+        let (w1, b1, w2, b2) = (r(&self.w1), r(&self.b1), r(&self.w2), r(&self.b2));
+        let half = LayerW16 {
+            attn: attn
+                .iter()
+                .map(|a| {
+                    [
+                        a.0 .0.clone(),
+                        a.1 .0.clone(),
+                        a.2 .0.clone(),
+                        a.3 .0.clone(),
+                    ]
+                })
+                .collect(),
+            ffn: [w1.0.clone(), b1.0.clone(), w2.0.clone(), b2.0.clone()],
+            norms: norms
+                .iter()
+                .map(|n| [n.0 .0.clone(), n.1 .0.clone()])
+                .collect(),
+        };
+        let back = LayerW {
+            attn: attn
+                .into_iter()
+                .map(|a| MhaW {
+                    in_w: a.0 .1,
+                    in_b: a.1 .1,
+                    out_w: a.2 .1,
+                    out_b: a.3 .1,
+                })
+                .collect(),
+            w1: w1.1,
+            b1: b1.1,
+            w2: w2.1,
+            b2: b2.1,
+            norms: norms.into_iter().map(|n| (n.0 .1, n.1 .1)).collect(),
+        };
+        (half, back)
+    }
+}
+
+/// f16 copies of a layer's weights.
+struct LayerW16 {
+    attn: Vec<[Vec<f16>; 4]>,
+    ffn: [Vec<f16>; 4],
+    norms: Vec<[Vec<f16>; 2]>,
+}
+
+impl LayerW16 {
+    fn mha(&self, i: usize) -> MhaWeights<'_, f16> {
+        let a = &self.attn[i];
+        MhaWeights {
+            in_proj_weight: &a[0],
+            in_proj_bias: Some(&a[1]),
+            out_proj_weight: &a[2],
+            out_proj_bias: Some(&a[3]),
+        }
+    }
+    fn norm(&self, i: usize) -> LayerNormWeights<'_, f16> {
+        LayerNormWeights {
+            weight: &self.norms[i][0],
+            bias: Some(&self.norms[i][1]),
+        }
+    }
+    fn ffn(&self) -> FfnWeights<'_, f16> {
+        FfnWeights {
+            w1: &self.ffn[0],
+            b1: Some(&self.ffn[1]),
+            w2: &self.ffn[2],
+            b2: Some(&self.ffn[3]),
+        }
+    }
+}
+
+/// Multi-head attention from the definition; a row with no allowed key attends to nothing.
+fn mha_ref(
+    q_in: &[f64],
+    kv_in: &[f64],
+    w: &MhaW,
+    e: usize,
+    heads: usize,
+    allowed: &dyn Fn(usize, usize) -> bool,
+) -> Vec<f64> {
+    let (lq, lk, hd) = (q_in.len() / e, kv_in.len() / e, e / heads);
+    let proj = |x: &[f64], part: usize| {
+        linear_ref(
+            x,
+            &w.in_w[part * e * e..][..e * e],
+            Some(&w.in_b[part * e..][..e]),
+            e,
+            e,
+        )
+    };
+    let (q, k, v) = (proj(q_in, 0), proj(kv_in, 1), proj(kv_in, 2));
+    let mut concat = vec![0.0f64; lq * e];
+    for h in 0..heads {
+        for i in 0..lq {
+            let keys: Vec<usize> = (0..lk).filter(|&j| allowed(i, j)).collect();
+            let logits: Vec<f64> = keys
+                .iter()
+                .map(|&j| {
+                    (0..hd)
+                        .map(|c| q[i * e + h * hd + c] * k[j * e + h * hd + c])
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+            for c in 0..hd {
+                concat[i * e + h * hd + c] = keys
+                    .iter()
+                    .zip(&logits)
+                    .map(|(&j, l)| (l - m).exp() / z * v[j * e + h * hd + c])
+                    .sum();
+            }
+        }
+    }
+    linear_ref(&concat, &w.out_w, Some(&w.out_b), e, e)
+}
+
+fn ln64(x: &[f64], w: &[f32], b: &[f32], e: usize, eps: f64) -> Vec<f64> {
+    let mut y = Vec::new();
+    for row in x.chunks(e) {
+        let mean = row.iter().sum::<f64>() / e as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / e as f64;
+        for i in 0..e {
+            y.push((row[i] - mean) / (var + eps).sqrt() * w[i] as f64 + b[i] as f64);
+        }
+    }
+    y
+}
+
+fn ffn64(x: &[f64], lw: &LayerW, act: Activation, e: usize) -> Vec<f64> {
+    let f = lw.b1.len();
+    let h: Vec<f64> = linear_ref(x, &lw.w1, Some(&lw.b1), e, f)
+        .into_iter()
+        .map(|v| act_ref(act, v))
+        .collect();
+    linear_ref(&h, &lw.w2, Some(&lw.b2), f, e)
+}
+
+fn add64(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+type Allowed<'a> = &'a dyn Fn(usize, usize) -> bool;
+
+/// `TransformerEncoderLayer.forward` from its definition.
+#[allow(clippy::too_many_arguments)]
+fn encoder_ref(
+    src: &[f32],
+    lw: &LayerW,
+    e: usize,
+    heads: usize,
+    act: Activation,
+    norm_first: bool,
+    eps: f64,
+    allowed: Allowed<'_>,
+) -> Vec<f64> {
+    let x = to64(src);
+    let n = |i: usize, v: &[f64]| ln64(v, &lw.norms[i].0, &lw.norms[i].1, e, eps);
+    if norm_first {
+        let h = n(0, &x);
+        let x = add64(&x, &mha_ref(&h, &h, &lw.attn[0], e, heads, allowed));
+        add64(&x, &ffn64(&n(1, &x), lw, act, e))
+    } else {
+        let x = n(
+            0,
+            &add64(&x, &mha_ref(&x, &x, &lw.attn[0], e, heads, allowed)),
+        );
+        n(1, &add64(&x, &ffn64(&x, lw, act, e)))
+    }
+}
+
+/// `TransformerDecoderLayer.forward` from its definition.
+#[allow(clippy::too_many_arguments)]
+fn decoder_ref(
+    tgt: &[f32],
+    mem: &[f32],
+    lw: &LayerW,
+    e: usize,
+    heads: usize,
+    act: Activation,
+    norm_first: bool,
+    eps: f64,
+    self_allowed: Allowed<'_>,
+    mem_allowed: Allowed<'_>,
+) -> Vec<f64> {
+    let (x, m) = (to64(tgt), to64(mem));
+    let n = |i: usize, v: &[f64]| ln64(v, &lw.norms[i].0, &lw.norms[i].1, e, eps);
+    if norm_first {
+        let h = n(0, &x);
+        let x = add64(&x, &mha_ref(&h, &h, &lw.attn[0], e, heads, self_allowed));
+        let h = n(1, &x);
+        let x = add64(&x, &mha_ref(&h, &m, &lw.attn[1], e, heads, mem_allowed));
+        add64(&x, &ffn64(&n(2, &x), lw, act, e))
+    } else {
+        let x = n(
+            0,
+            &add64(&x, &mha_ref(&x, &x, &lw.attn[0], e, heads, self_allowed)),
+        );
+        let x = n(
+            1,
+            &add64(&x, &mha_ref(&x, &m, &lw.attn[1], e, heads, mem_allowed)),
+        );
+        n(2, &add64(&x, &ffn64(&x, lw, act, e)))
+    }
+}
+
+#[test]
+fn encoder_layer_matches_reference() {
+    let mut rng = Rng::new(60);
+    let (len, e, heads, f) = (9, 16, 4, 24);
+    let shape = EncoderShape::new(len, e, heads, f);
+    let lw = LayerW::new(&mut rng, e, f, 1, 2);
+    let src = rng.vec(len * e);
+    let padding = [MaskTerm::KeyPadding { valid: 6 }];
+    let causal = [MaskTerm::Causal];
+    let masks: [(&[MaskTerm<'_>], Allowed<'_>); 3] = [
+        (&[], &|_, _| true),
+        (&padding, &|_, j| j < 6),
+        (&causal, &|i, j| j <= i),
+    ];
+    for norm_first in [false, true] {
+        for act in [Activation::Relu, Activation::Gelu] {
+            for (terms, allowed) in &masks {
+                let config = LayerConfig {
+                    activation: act,
+                    norm_first,
+                    eps: 1e-5,
+                    self_attention: SdpaParams {
+                        mask: Mask::new(terms),
+                        ..SdpaParams::default()
+                    },
+                    ..LayerConfig::default()
+                };
+                let r = encoder_ref(&src, &lw, e, heads, act, norm_first, 1e-5, *allowed);
+                // The minimum scratch, and a larger one (bigger FFN blocks) give the same.
+                for extra in [0, 1000] {
+                    let mut out = vec![0.0f32; len * e];
+                    let mut buffer = vec![0.0f32; encoder_buffer_len(shape, norm_first)];
+                    let mut scratch = vec![0.0f32; encoder_scratch_len(shape) + extra];
+                    encoder_layer(
+                        &src,
+                        &lw.encoder(),
+                        &mut out,
+                        shape,
+                        &config,
+                        &mut buffer,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                    let what = format!("encoder pre {norm_first} {act:?} mask {terms:?}");
+                    assert_close(&out, &r, 2e-6, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn decoder_layer_matches_reference() {
+    let mut rng = Rng::new(61);
+    let (lt, ls, e, heads, f) = (7, 11, 12, 3, 20);
+    let shape = DecoderShape::new(lt, ls, e, heads, f);
+    let lw = LayerW::new(&mut rng, e, f, 2, 3);
+    let (tgt, mem) = (rng.vec(lt * e), rng.vec(ls * e));
+    let causal = [MaskTerm::Causal];
+    let padded = [MaskTerm::KeyPadding { valid: 8 }];
+    let nothing = [MaskTerm::KeyPadding { valid: 0 }];
+    let cases: [(&[MaskTerm<'_>], Allowed<'_>); 3] = [
+        (&[], &|_, _| true),
+        (&padded, &|_, j| j < 8),
+        // Memory fully masked: the cross-attention gives only its output bias.
+        (&nothing, &|_, _| false),
+    ];
+    for norm_first in [false, true] {
+        for act in [Activation::Relu, Activation::Gelu] {
+            for (mem_terms, mem_allowed) in &cases {
+                let config = LayerConfig {
+                    activation: act,
+                    norm_first,
+                    eps: 1e-5,
+                    self_attention: SdpaParams {
+                        mask: Mask::new(&causal),
+                        ..SdpaParams::default()
+                    },
+                    cross_attention: SdpaParams {
+                        mask: Mask::new(mem_terms),
+                        ..SdpaParams::default()
+                    },
+                };
+                let r = decoder_ref(
+                    &tgt,
+                    &mem,
+                    &lw,
+                    e,
+                    heads,
+                    act,
+                    norm_first,
+                    1e-5,
+                    &|i, j| j <= i,
+                    *mem_allowed,
+                );
+                let mut out = vec![0.0f32; lt * e];
+                let mut buffer = vec![0.0f32; decoder_buffer_len(shape, norm_first)];
+                let mut scratch = vec![0.0f32; decoder_scratch_len(shape)];
+                decoder_layer(
+                    &tgt,
+                    &mem,
+                    &lw.decoder(),
+                    &mut out,
+                    shape,
+                    &config,
+                    &mut buffer,
+                    &mut scratch,
+                )
+                .unwrap();
+                let what = format!("decoder pre {norm_first} {act:?} mem {mem_terms:?}");
+                assert_close(&out, &r, 2e-6, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn layers_in_f16_storage() {
+    let mut rng = Rng::new(62);
+    let (lt, ls, e, heads, f) = (6, 5, 8, 2, 16);
+    let lw = LayerW::new(&mut rng, e, f, 2, 3);
+    let (h, back) = lw.rounded();
+    let (tgt_h, tgt_r) = round16(&rng.vec(lt * e));
+    let (mem_h, mem_r) = round16(&rng.vec(ls * e));
+    let causal = [MaskTerm::Causal];
+    for norm_first in [false, true] {
+        let config = LayerConfig {
+            activation: Activation::Gelu,
+            norm_first,
+            self_attention: SdpaParams {
+                mask: Mask::new(&causal),
+                ..SdpaParams::default()
+            },
+            ..LayerConfig::default()
+        };
+        // Encoder
+        let shape = EncoderShape::new(lt, e, heads, f);
+        let weights = EncoderWeights {
+            self_attn: h.mha(0),
+            ffn: h.ffn(),
+            norm1: h.norm(0),
+            norm2: h.norm(1),
+        };
+        let mut out = vec![f16::ZERO; lt * e];
+        let mut buffer = vec![f16::ZERO; encoder_buffer_len(shape, norm_first)];
+        let mut scratch = vec![0.0f32; encoder_scratch_len(shape)];
+        encoder_layer(
+            &tgt_h,
+            &weights,
+            &mut out,
+            shape,
+            &config,
+            &mut buffer,
+            &mut scratch,
+        )
+        .unwrap();
+        let y: Vec<f32> = out.iter().map(|v| v.to_f32()).collect();
+        let r = encoder_ref(
+            &tgt_r,
+            &back,
+            e,
+            heads,
+            Activation::Gelu,
+            norm_first,
+            1e-5,
+            &|i, j| j <= i,
+        );
+        assert_close(&y, &r, 3e-3, "encoder f16");
+
+        // Decoder
+        let shape = DecoderShape::new(lt, ls, e, heads, f);
+        let weights = DecoderWeights {
+            self_attn: h.mha(0),
+            cross_attn: h.mha(1),
+            ffn: h.ffn(),
+            norm1: h.norm(0),
+            norm2: h.norm(1),
+            norm3: h.norm(2),
+        };
+        let mut buffer = vec![f16::ZERO; decoder_buffer_len(shape, norm_first)];
+        let mut scratch = vec![0.0f32; decoder_scratch_len(shape)];
+        decoder_layer(
+            &tgt_h,
+            &mem_h,
+            &weights,
+            &mut out,
+            shape,
+            &config,
+            &mut buffer,
+            &mut scratch,
+        )
+        .unwrap();
+        let y: Vec<f32> = out.iter().map(|v| v.to_f32()).collect();
+        let r = decoder_ref(
+            &tgt_r,
+            &mem_r,
+            &back,
+            e,
+            heads,
+            Activation::Gelu,
+            norm_first,
+            1e-5,
+            &|i, j| j <= i,
+            &|_, _| true,
+        );
+        assert_close(&y, &r, 3e-3, "decoder f16");
+    }
+}
+
+#[test]
+fn layer_errors_write_nothing() {
+    let mut rng = Rng::new(63);
+    let (len, e, heads, f) = (4, 8, 2, 12);
+    let shape = EncoderShape::new(len, e, heads, f);
+    let lw = LayerW::new(&mut rng, e, f, 2, 3);
+    let src = rng.vec(len * e);
+    let pre = LayerConfig {
+        norm_first: true,
+        ..LayerConfig::default()
+    };
+    let run = |shape: EncoderShape,
+               weights: &EncoderWeights<'_>,
+               config: &LayerConfig<'_>,
+               buffer_len: usize,
+               scratch_len: usize| {
+        let mut out = vec![7.0f32; len * e];
+        let mut buffer = vec![0.0f32; buffer_len];
+        let mut scratch = vec![0.0f32; scratch_len];
+        let r = encoder_layer(
+            &src,
+            weights,
+            &mut out,
+            shape,
+            config,
+            &mut buffer,
+            &mut scratch,
+        );
+        if r.is_err() {
+            assert!(out.iter().all(|&v| v == 7.0), "output written on {r:?}");
+        }
+        r
+    };
+    let (bl, sl) = (encoder_buffer_len(shape, true), encoder_scratch_len(shape));
+    let w = lw.encoder();
+    assert!(run(shape, &w, &pre, bl, sl).is_ok());
+    assert_eq!(
+        run(EncoderShape::new(len, e, 3, f), &w, &pre, bl, sl),
+        Err(Error::HeadsMismatch)
+    );
+    assert_eq!(
+        run(EncoderShape::new(len, e, 0, f), &w, &pre, bl, sl),
+        Err(Error::ZeroDimension)
+    );
+    assert!(matches!(
+        run(shape, &w, &pre, bl - 1, sl),
+        Err(Error::ScratchTooSmall { .. })
+    ));
+    // Post-norm needs no buffer at all.
+    assert!(run(shape, &w, &LayerConfig::default(), 0, sl).is_ok());
+    assert!(matches!(
+        run(shape, &w, &pre, bl, sl - 1),
+        Err(Error::ScratchTooSmall { .. })
+    ));
+    let bad_eps = LayerConfig { eps: -1.0, ..pre };
+    assert_eq!(run(shape, &w, &bad_eps, bl, sl), Err(Error::InvalidScale));
+    let bad_terms = [MaskTerm::Dilated {
+        left: 1,
+        right: 1,
+        dilation: 0,
+    }];
+    let bad_mask = LayerConfig {
+        self_attention: SdpaParams {
+            mask: Mask::new(&bad_terms),
+            ..SdpaParams::default()
+        },
+        ..pre
+    };
+    assert_eq!(run(shape, &w, &bad_mask, bl, sl), Err(Error::InvalidMask));
+    let short_norm = EncoderWeights {
+        norm2: LayerNormWeights {
+            weight: &lw.norms[1].0[..e - 1],
+            bias: None,
+        },
+        ..w
+    };
+    assert!(matches!(
+        run(shape, &short_norm, &pre, bl, sl),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let short_ffn = EncoderWeights {
+        ffn: FfnWeights {
+            b2: Some(&lw.b2[..e - 1]),
+            ..lw.ffn()
+        },
+        ..w
+    };
+    assert!(matches!(
+        run(shape, &short_ffn, &pre, bl, sl),
+        Err(Error::LengthMismatch { .. })
+    ));
+
+    // Decoder: a memory of the wrong width, a bad cross-attention bias.
+    let dshape = DecoderShape::new(len, 3, e, heads, f);
+    let mem = rng.vec(3 * e);
+    let mut out = vec![7.0f32; len * e];
+    let mut buffer = vec![0.0f32; decoder_buffer_len(dshape, false)];
+    let mut scratch = vec![0.0f32; decoder_scratch_len(dshape)];
+    let d = lw.decoder();
+    let cfg = LayerConfig::default();
+    assert!(matches!(
+        decoder_layer(
+            &src,
+            &mem[..20],
+            &d,
+            &mut out,
+            dshape,
+            &cfg,
+            &mut buffer,
+            &mut scratch
+        ),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let slopes = [0.5f32];
+    let bad_bias = LayerConfig {
+        cross_attention: SdpaParams {
+            bias: Bias::Alibi { slopes: &slopes },
+            ..SdpaParams::default()
+        },
+        ..cfg
+    };
+    assert_eq!(
+        decoder_layer(
+            &src,
+            &mem,
+            &d,
+            &mut out,
+            dshape,
+            &bad_bias,
+            &mut buffer,
+            &mut scratch
+        ),
+        Err(Error::InvalidBias)
+    );
+    assert!(matches!(
+        decoder_layer(
+            &src,
+            &mem,
+            &d,
+            &mut out,
+            dshape,
+            &cfg,
+            &mut buffer[..5],
+            &mut scratch
+        ),
+        Err(Error::ScratchTooSmall { .. })
+    ));
+    assert!(out.iter().all(|&v| v == 7.0));
+    assert!(decoder_layer(
+        &src,
+        &mem,
+        &d,
+        &mut out,
+        dshape,
+        &cfg,
+        &mut buffer,
+        &mut scratch
+    )
+    .is_ok());
 }

@@ -238,6 +238,53 @@ impl<E: Element> Net<'_, '_, E> {
     }
 }
 
+/// f32 scratch [`ffn_rows`] needs at least: one row of hidden activations and one output row.
+pub(crate) const fn ffn_rows_scratch_len(shape: FfnShape) -> usize {
+    shape.hidden.saturating_add(shape.dim)
+}
+
+/// The FFN of every row of `x` with the output kept in f32: for each row, in order,
+/// `finish(x_row, y_row)` gets the input row (still unchanged, and writable) and its f32
+/// output, so a transformer layer can fold the residual and the norm in without rounding
+/// the FFN output to the storage type. Blocks are as large as `scratch` allows (at least
+/// [`ffn_rows_scratch_len`]).
+pub(crate) fn ffn_rows<E: Element>(
+    x: &mut [E],
+    weights: &FfnWeights<'_, E>,
+    activation: Activation,
+    shape: FfnShape,
+    scratch: &mut [f32],
+    mut finish: impl FnMut(&mut [E], &[f32]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let net = Net::Plain(weights);
+    // Shapes and weights first (this also rules out zero sizes), then the scratch.
+    let rows = net.prepare(x.len(), x.len(), shape, usize::MAX)?;
+    let per_row = ffn_rows_scratch_len(shape);
+    if scratch.len() < per_row {
+        return Err(Error::ScratchTooSmall {
+            needed: per_row,
+            found: scratch.len(),
+        });
+    }
+    let block = rows.min(scratch.len() / per_row);
+    let (h_area, y_area) = scratch.split_at_mut(block * shape.hidden);
+    for xb in x.chunks_mut(block * shape.dim) {
+        let rows = xb.len() / shape.dim;
+        let h = &mut h_area[..rows * shape.hidden];
+        net.expand(xb, h, rows, shape, activation)?;
+        let y = &mut y_area[..rows * shape.dim];
+        let down = LinearShape::new(rows, shape.hidden, shape.dim);
+        linear_mixed(h, weights.w2, weights.b2, y, down)?;
+        for (x_row, y_row) in xb
+            .chunks_exact_mut(shape.dim)
+            .zip(y.chunks_exact(shape.dim))
+        {
+            finish(x_row, y_row)?;
+        }
+    }
+    Ok(())
+}
+
 /// Transformer FFN `y = W2 act(W1 x + b1) + b2` on `x` `[rows, dim]` into `y` `[rows, dim]`.
 ///
 /// Errors: a zero dimension, a tensor or weight length that does not match `shape`,

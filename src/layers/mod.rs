@@ -5,18 +5,28 @@
 //! firmware can size `static` buffers at compile time.
 
 mod activation;
+mod decoder;
+mod encoder;
 mod ffn;
 mod norm;
 mod vit;
 
 pub use activation::{gelu, gelu_tanh, relu, sigmoid, silu, softplus, Activation};
+pub use decoder::{
+    decoder_buffer_len, decoder_footprint, decoder_layer, decoder_scratch_len, DecoderShape,
+    DecoderWeights,
+};
+pub use encoder::{
+    encoder_buffer_len, encoder_footprint, encoder_layer, encoder_scratch_len, EncoderShape,
+    EncoderWeights, LayerConfig,
+};
 pub use ffn::{
     ffn, ffn_footprint, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_footprint,
     gated_ffn_in_place, gated_ffn_scratch_len, FfnShape, FfnWeights, GatedFfnWeights,
 };
 pub use norm::{
     add_layer_norm, layer_norm, layer_norm_footprint, layer_norm_in_place, rms_norm,
-    rms_norm_footprint, rms_norm_in_place,
+    rms_norm_footprint, rms_norm_in_place, LayerNormWeights,
 };
 pub use vit::{
     patch_embed, patch_embed_footprint, patch_embed_scratch_len, PatchEmbedWeights, PatchShape,

@@ -137,12 +137,13 @@ pub fn layer_norm_in_place<E: Element, W: Element>(
 }
 
 /// The residual step of a post-norm transformer, `x = LayerNorm(x + residual)`, in place,
-/// with the sum kept in f32 (no rounding to the storage type before the norm).
+/// with the sum kept in f32 (no rounding to the storage type before the norm). The residual
+/// may have another element type than `x` (an f32 sublayer output, for instance).
 ///
 /// Errors: as [`layer_norm`], and `residual` not as long as `x`.
-pub fn add_layer_norm<E: Element, W: Element>(
+pub fn add_layer_norm<E: Element, R: Element, W: Element>(
     x: &mut [E],
-    residual: &[E],
+    residual: &[R],
     weight: &[W],
     bias: Option<&[W]>,
     dim: usize,
@@ -205,6 +206,26 @@ pub fn rms_norm_in_place<E: Element, W: Element>(
         }
     }
     Ok(())
+}
+
+/// The parameters of one LayerNorm (`weight`, `bias` in PyTorch's state dict).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerNormWeights<'a, E = f32> {
+    /// `[dim]`.
+    pub weight: &'a [E],
+    /// `[dim]`, or none (`bias=False`).
+    pub bias: Option<&'a [E]>,
+}
+
+impl<E: Element> LayerNormWeights<'_, E> {
+    /// Checks the lengths against `dim`.
+    pub(crate) fn check(&self, dim: usize) -> Result<(), Error> {
+        check_len(self.weight, dim)?;
+        if let Some(b) = self.bias {
+            check_len(b, dim)?;
+        }
+        Ok(())
+    }
 }
 
 /// `n * weight[i] + bias[i]`.

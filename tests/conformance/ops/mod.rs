@@ -10,6 +10,8 @@ use microattn::f16;
 
 mod additive_attention;
 /// i8 adapters: `ops/int8/mod.rs` + `ops/int8/<op>.rs`.
+mod decoder_layer;
+mod encoder_layer;
 mod gat;
 mod int8;
 mod linear_attention;
@@ -37,6 +39,8 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         ("gat", ElemType::F32 | ElemType::F16) => gat::run(case, ty),
         ("vit_embed", ElemType::F32 | ElemType::F16) => vit_embed::run(case, ty),
         ("selective_scan", ElemType::F32 | ElemType::F16) => selective_scan::run(case, ty),
+        ("encoder_layer", ElemType::F32 | ElemType::F16) => encoder_layer::run(case, ty),
+        ("decoder_layer", ElemType::F32 | ElemType::F16) => decoder_layer::run(case, ty),
         //
         // i8 arms, one per op:
         ("sdpa", ElemType::I8) => int8::sdpa::run(case),
