@@ -3,14 +3,15 @@
 //! decoder layers. Plus the errors each block must return instead of panicking.
 
 use microattn::attention::{Bias, SdpaParams};
-use microattn::graph::{gat, gat_scratch_len, GatParams, GatShape, GatWeights};
+use microattn::graph::{gat, gat_footprint, gat_scratch_len, GatParams, GatShape, GatWeights};
 use microattn::layers::{
-    add_layer_norm, decoder_buffer_len, decoder_layer, decoder_scratch_len, encoder_buffer_len,
-    encoder_layer, encoder_scratch_len, ffn, ffn_in_place, ffn_scratch_len, gated_ffn,
-    gated_ffn_in_place, gated_ffn_scratch_len, layer_norm, layer_norm_in_place, patch_embed,
-    patch_embed_scratch_len, rms_norm, rms_norm_in_place, softplus, Activation, DecoderShape,
-    DecoderWeights, EncoderShape, EncoderWeights, FfnShape, FfnWeights, GatedFfnWeights,
-    LayerConfig, LayerNormWeights, PatchEmbedWeights, PatchShape,
+    add_layer_norm, decoder_buffer_len, decoder_footprint, decoder_layer, decoder_scratch_len,
+    encoder_buffer_len, encoder_footprint, encoder_layer, encoder_scratch_len, ffn, ffn_footprint,
+    ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_in_place, gated_ffn_scratch_len,
+    layer_norm, layer_norm_in_place, patch_embed, patch_embed_footprint, patch_embed_scratch_len,
+    rms_norm, rms_norm_in_place, softplus, Activation, DecoderShape, DecoderWeights, EncoderShape,
+    EncoderWeights, FfnShape, FfnWeights, GatedFfnWeights, LayerConfig, LayerNormWeights,
+    PatchEmbedWeights, PatchShape,
 };
 use microattn::mask::{Mask, MaskTerm};
 use microattn::mha::MhaWeights;
@@ -19,8 +20,8 @@ use microattn::position::{
     sinusoidal_table, sinusoidal_table_fixed, RopeLayout, RopeParams,
 };
 use microattn::ssm::{
-    scan_state_len, selective_scan, selective_scan_step, ScanSequence, ScanShape, ScanState,
-    ScanToken, ScanWeights,
+    scan_footprint, scan_state_len, selective_scan, selective_scan_step, ScanSequence, ScanShape,
+    ScanState, ScanToken, ScanWeights,
 };
 use microattn::{f16, Error};
 
@@ -2139,4 +2140,55 @@ fn layer_errors_write_nothing() {
         &mut scratch
     )
     .is_ok());
+}
+
+#[test]
+fn footprints_count_the_real_buffers() {
+    let mut rng = Rng::new(70);
+    let (len, mem, e, heads, f) = (5, 7, 8, 2, 12);
+    let lw = LayerW::new(&mut rng, e, f, 2, 3);
+    let attn_len = |a: &MhaW| a.in_w.len() + a.in_b.len() + a.out_w.len() + a.out_b.len();
+    let ffn_len = lw.w1.len() + lw.b1.len() + lw.w2.len() + lw.b2.len();
+    let norm_len = |i: usize| lw.norms[i].0.len() + lw.norms[i].1.len();
+
+    let shape = EncoderShape::new(len, e, heads, f);
+    let fp = encoder_footprint(shape, true);
+    assert_eq!(
+        fp.weights,
+        attn_len(&lw.attn[0]) + ffn_len + norm_len(0) + norm_len(1)
+    );
+    assert_eq!(fp.buffers, encoder_buffer_len(shape, true));
+    assert_eq!(fp.scratch, encoder_scratch_len(shape));
+    assert_eq!(encoder_footprint(shape, false).buffers, 0);
+    assert_eq!(fp.bytes(2), 2 * (fp.weights + fp.buffers) + 4 * fp.scratch);
+
+    let dshape = DecoderShape::new(len, mem, e, heads, f);
+    let fp = decoder_footprint(dshape, false);
+    let all_norms = norm_len(0) + norm_len(1) + norm_len(2);
+    assert_eq!(
+        fp.weights,
+        attn_len(&lw.attn[0]) + attn_len(&lw.attn[1]) + ffn_len + all_norms
+    );
+    assert_eq!(fp.scratch, decoder_scratch_len(dshape));
+    assert_eq!(2 * fp.buffers, decoder_footprint(dshape, true).buffers);
+
+    assert_eq!(ffn_footprint(FfnShape::new(len, e, f)).weights, ffn_len);
+    let gshape = GatShape::new(6, 5, 3, 2);
+    // lin [H*F, Fin], att_src and att_dst [H, F], bias [H*F].
+    assert_eq!(gat_footprint(gshape, true).weights, 6 * 5 + 6 + 6 + 6);
+    assert_eq!(gat_footprint(gshape, false).weights, 6 * 5 + 6 + 6 + 3);
+    let pshape = PatchShape::new(3, 8, 8, 4, 12);
+    // weight [E,C,P,P], bias, cls, pos [1+NP, E].
+    assert_eq!(
+        patch_embed_footprint(pshape).weights,
+        12 * 48 + 12 + 12 + 5 * 12
+    );
+    let sshape = ScanShape::new(4, 3);
+    let fp = scan_footprint(sshape);
+    assert_eq!((fp.weights, fp.state, fp.scratch), (12 + 4 + 4, 12, 0));
+    // Saturating sizes never overflow.
+    assert_eq!(
+        encoder_scratch_len(EncoderShape::new(usize::MAX, 2, 1, 1)),
+        usize::MAX
+    );
 }
