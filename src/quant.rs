@@ -207,7 +207,20 @@ pub const MIN_SHIFT: i32 = -32;
 /// Highest allowed [`FixedMultiplier`] shift.
 pub const MAX_SHIFT: i32 = 31;
 
+impl Default for FixedMultiplier {
+    /// [`FixedMultiplier::ONE`].
+    fn default() -> Self {
+        Self::ONE
+    }
+}
+
 impl FixedMultiplier {
+    /// The multiplier 1.0 (`2^30 * 2^(1 - 31)`).
+    pub const ONE: FixedMultiplier = FixedMultiplier {
+        multiplier: 1 << 30,
+        shift: 1,
+    };
+
     /// The multiplier `multiplier * 2^(shift - 31)` from precomputed integers (no float):
     /// [`Error::InvalidScale`] unless `multiplier >= 1` and `shift` is in
     /// [`MIN_SHIFT`]`..=`[`MAX_SHIFT`].

@@ -1219,3 +1219,320 @@ fn end_to_end_128x128x64_against_unquantized_inputs() {
         assert!(err < bound, "{name}: {err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Single-query forms: Luong and Bahdanau.
+
+use microattn::attention::int8::{
+    int8_additive_attention, int8_additive_scratch_len, int8_luong_attention,
+    int8_luong_scratch_len, Int8AdditiveParams, Int8AdditiveScales, Int8LuongParams,
+    Int8LuongScore,
+};
+use microattn::attention::{AdditiveShape, LuongShape};
+
+/// Per-row max-abs quantization of a `[rows, cols]` matrix.
+fn quantize_rows(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    let cols = w.len() / rows;
+    let scales: Vec<f32> = w
+        .chunks(cols)
+        .map(|r| r.iter().fold(0.0f32, |m, x| m.max(x.abs())) / 127.0)
+        .collect();
+    let mut q = vec![0i8; w.len()];
+    quantize_per_channel(w, &scales, &mut q).unwrap();
+    (q, scales)
+}
+
+fn dequantize_rows(q: &[i8], scales: &[f32]) -> Vec<f64> {
+    let cols = q.len() / scales.len();
+    q.iter()
+        .enumerate()
+        .map(|(i, &x)| scales[i / cols] as f64 * x as f64)
+        .collect()
+}
+
+/// Softmax over the allowed scores and the weighted sum of `values` (`[l, dv]`), in f64.
+fn reference_context(scores: &[Option<f64>], values: &[f64], dv: usize) -> (Vec<f64>, Vec<f64>) {
+    let m = scores
+        .iter()
+        .flatten()
+        .fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f64> = scores
+        .iter()
+        .map(|s| s.map_or(0.0, |s| (s - m).exp()))
+        .collect();
+    let total: f64 = e.iter().sum();
+    let weights: Vec<f64> = e
+        .iter()
+        .map(|x| if total > 0.0 { x / total } else { 0.0 })
+        .collect();
+    let mut context = vec![0.0; dv];
+    for (j, w) in weights.iter().enumerate() {
+        for (c, o) in context.iter_mut().enumerate() {
+            *o += w * values[j * dv + c];
+        }
+    }
+    (context, weights)
+}
+
+/// Compares an int8 context (at `scale`) and Q15 weights with the f64 results.
+fn check_single(
+    name: &str,
+    context: &[i8],
+    scale: f32,
+    weights: &[i16],
+    want: &(Vec<f64>, Vec<f64>),
+) {
+    let got: Vec<f64> = context.iter().map(|&x| x as f64 * scale as f64).collect();
+    let err = rel_l2(&got, &want.0);
+    let steps = context
+        .iter()
+        .zip(&want.0)
+        .map(|(&o, &r)| (o as i64 - (r / scale as f64).round() as i64).abs())
+        .max()
+        .unwrap();
+    let weight_err = weights
+        .iter()
+        .zip(&want.1)
+        .map(|(&w, &r)| (w as f64 / 32768.0 - r).abs())
+        .fold(0.0, f64::max);
+    println!("{name:<28} context rel_l2 {err:.5}  max_steps {steps}  weights max abs err {weight_err:.2e}");
+    assert!(steps <= 1, "{name}");
+    assert!(weight_err < 2.0 / 32768.0, "{name}: {weight_err}");
+    assert!(err < 1.5e-2, "{name}: {err}");
+}
+
+#[test]
+fn luong_is_close_to_f64() {
+    let (l, d, dv, a) = (20, 16, 12, 10);
+    let mut rng = Rng(21);
+    let (q, qp) = quantize_tensor(&rng.normals(d, 0.5));
+    let (k, kp) = quantize_tensor(&rng.normals(l * d, 0.5));
+    let (v, vp) = quantize_tensor(&rng.normals(l * dv, 1.0));
+    let (wg, wgp) = quantize_tensor(&rng.normals(d * d, 0.3));
+    let (wc, wc_scales) = quantize_rows(&rng.normals(a * 2 * d, 0.4), a);
+    let (vv, vvp) = quantize_tensor(&rng.normals(a, 1.0));
+    let (qf, kf, vf) = (
+        dequantize_f64(&q, qp),
+        dequantize_f64(&k, kp),
+        dequantize_f64(&v, vp),
+    );
+    let (wgf, wcf, vvf) = (
+        dequantize_f64(&wg, wgp),
+        dequantize_rows(&wc, &wc_scales),
+        dequantize_f64(&vv, vvp),
+    );
+    let padding = [MaskTerm::KeyPadding { valid: 15 }];
+    let mut storage = vec![FixedMultiplier::ONE; 2 * a];
+    for kind in ["dot", "general", "concat"] {
+        let score = match kind {
+            "dot" => Int8LuongScore::dot(qp.scale(), kp.scale()),
+            "general" => Int8LuongScore::general(&wg, qp.scale(), wgp.scale(), kp.scale()),
+            _ => Int8LuongScore::concat(
+                &wc,
+                &vv,
+                qp.scale(),
+                kp.scale(),
+                &wc_scales,
+                vvp.scale(),
+                &mut storage,
+            ),
+        }
+        .unwrap();
+        for (mask_name, mask) in [("", Mask::NONE), (" padded", Mask::new(&padding))] {
+            let scores: Vec<Option<f64>> = (0..l)
+                .map(|j| {
+                    let kj = &kf[j * d..][..d];
+                    mask.allows(0, j).then(|| match kind {
+                        "dot" => qf.iter().zip(kj).map(|(x, y)| x * y).sum(),
+                        "general" => (0..d)
+                            .map(|r| (0..d).map(|c| qf[r] * wgf[r * d + c] * kj[c]).sum::<f64>())
+                            .sum(),
+                        _ => (0..a)
+                            .map(|h| {
+                                let row = &wcf[h * 2 * d..][..2 * d];
+                                let x: f64 =
+                                    row[..d].iter().zip(&qf).map(|(w, x)| w * x).sum::<f64>()
+                                        + row[d..].iter().zip(kj).map(|(w, x)| w * x).sum::<f64>();
+                                vvf[h] * x.tanh()
+                            })
+                            .sum(),
+                    })
+                })
+                .collect();
+            let want = reference_context(&scores, &vf, dv);
+            let scale = (want.0.iter().fold(0.0f64, |m, x| m.max(x.abs())) / 127.0) as f32;
+            let params = Int8LuongParams {
+                score,
+                out: FixedMultiplier::from_real(vp.scale() as f64 / scale as f64).unwrap(),
+                mask,
+            };
+            let shape = LuongShape { l, d, dv };
+            let (mut context, mut weights) = (vec![0i8; dv], vec![0i16; l]);
+            let mut scratch = vec![0i64; int8_luong_scratch_len(shape, &score)];
+            int8_luong_attention(
+                &q,
+                &k,
+                &v,
+                shape,
+                &params,
+                &mut context,
+                &mut weights,
+                &mut scratch,
+            )
+            .unwrap();
+            check_single(
+                &format!("luong {kind}{mask_name}"),
+                &context,
+                scale,
+                &weights,
+                &want,
+            );
+            if !mask_name.is_empty() {
+                assert!(weights[15..].iter().all(|&w| w == 0));
+            }
+        }
+    }
+}
+
+#[test]
+fn additive_is_close_to_f64() {
+    let (l, dq, dk, dv, a) = (18, 12, 10, 9, 16);
+    let mut rng = Rng(22);
+    let (q, qp) = quantize_tensor(&rng.normals(dq, 1.0));
+    let (k, kp) = quantize_tensor(&rng.normals(l * dk, 1.0));
+    let (v, vp) = quantize_tensor(&rng.normals(l * dv, 1.0));
+    let (wq, wq_scales) = quantize_rows(&rng.normals(a * dq, 0.3), a);
+    let (wk, wk_scales) = quantize_rows(&rng.normals(a * dk, 0.3), a);
+    let (vv, vvp) = quantize_tensor(&rng.normals(a, 1.0));
+    let (qf, kf, vf) = (
+        dequantize_f64(&q, qp),
+        dequantize_f64(&k, kp),
+        dequantize_f64(&v, vp),
+    );
+    let (wqf, wkf, vvf) = (
+        dequantize_rows(&wq, &wq_scales),
+        dequantize_rows(&wk, &wk_scales),
+        dequantize_f64(&vv, vvp),
+    );
+    let causal = [MaskTerm::Causal];
+    for (name, mask) in [
+        ("additive", Mask::NONE),
+        ("additive causal at 6", Mask::new(&causal).with_offset(6)),
+    ] {
+        let scores: Vec<Option<f64>> = (0..l)
+            .map(|j| {
+                mask.allows(0, j).then(|| {
+                    (0..a)
+                        .map(|h| {
+                            let x: f64 = (0..dq).map(|c| wqf[h * dq + c] * qf[c]).sum::<f64>()
+                                + (0..dk)
+                                    .map(|c| wkf[h * dk + c] * kf[j * dk + c])
+                                    .sum::<f64>();
+                            vvf[h] * x.tanh()
+                        })
+                        .sum()
+                })
+            })
+            .collect();
+        let want = reference_context(&scores, &vf, dv);
+        let scale = (want.0.iter().fold(0.0f64, |m, x| m.max(x.abs())) / 127.0) as f32;
+        let scales = Int8AdditiveScales {
+            query: qp.scale(),
+            keys: kp.scale(),
+            values: vp.scale(),
+            w_query: &wq_scales,
+            w_key: &wk_scales,
+            v: vvp.scale(),
+            context: scale,
+        };
+        let mut storage = vec![FixedMultiplier::ONE; 2 * a];
+        let params = Int8AdditiveParams::new(&wq, &wk, &vv, scales, mask, &mut storage).unwrap();
+        let shape = AdditiveShape { l, dq, dk, dv, a };
+        let (mut context, mut weights) = (vec![0i8; dv], vec![0i16; l]);
+        let mut scratch = vec![0i64; int8_additive_scratch_len(shape)];
+        int8_additive_attention(
+            &q,
+            &k,
+            &v,
+            shape,
+            &params,
+            &mut context,
+            &mut weights,
+            &mut scratch,
+        )
+        .unwrap();
+        check_single(name, &context, scale, &weights, &want);
+
+        // Errors: lengths, per-unit multiplier counts, scratch, scales.
+        let bad_len = int8_additive_attention(
+            &q[1..],
+            &k,
+            &v,
+            shape,
+            &params,
+            &mut context,
+            &mut weights,
+            &mut scratch,
+        );
+        assert!(matches!(bad_len, Err(Error::LengthMismatch { .. })));
+        let short = int8_additive_attention(
+            &q,
+            &k,
+            &v,
+            shape,
+            &params,
+            &mut context,
+            &mut weights,
+            &mut scratch[1..],
+        );
+        assert!(matches!(short, Err(Error::ScratchTooSmall { .. })));
+        let mut three = params;
+        three.tanh.key = &params.tanh.key[..3];
+        let wrong_units = int8_additive_attention(
+            &q,
+            &k,
+            &v,
+            shape,
+            &three,
+            &mut context,
+            &mut weights,
+            &mut scratch,
+        );
+        assert!(matches!(wrong_units, Err(Error::LengthMismatch { .. })));
+        let mut bad = scales;
+        bad.w_key = &[0.1, f32::NAN];
+        assert_eq!(
+            Int8AdditiveParams::new(&wq, &wk, &vv, bad, mask, &mut storage).map(|_| ()),
+            Err(Error::InvalidScale)
+        );
+    }
+    // A query with no allowed key: zero context and weights.
+    let none = [MaskTerm::KeyPadding { valid: 0 }];
+    let scales = Int8AdditiveScales {
+        query: qp.scale(),
+        keys: kp.scale(),
+        values: vp.scale(),
+        w_query: &wq_scales,
+        w_key: &wk_scales,
+        v: vvp.scale(),
+        context: 0.01,
+    };
+    let mut storage = vec![FixedMultiplier::ONE; 2 * a];
+    let params =
+        Int8AdditiveParams::new(&wq, &wk, &vv, scales, Mask::new(&none), &mut storage).unwrap();
+    let shape = AdditiveShape { l, dq, dk, dv, a };
+    let (mut context, mut weights) = (vec![5i8; dv], vec![5i16; l]);
+    let mut scratch = vec![0i64; int8_additive_scratch_len(shape)];
+    int8_additive_attention(
+        &q,
+        &k,
+        &v,
+        shape,
+        &params,
+        &mut context,
+        &mut weights,
+        &mut scratch,
+    )
+    .unwrap();
+    assert!(context.iter().all(|&x| x == 0) && weights.iter().all(|&w| w == 0));
+}

@@ -41,10 +41,22 @@
 //! f64 reference on the same dequantized inputs (tests/int8.rs); almost all of that is the
 //! int8 rounding of the output.
 
+mod additive;
 mod bias;
+mod context;
+mod luong;
 mod score;
 mod sdpa;
 mod softmax;
+
+pub use additive::{
+    int8_additive_attention, int8_additive_scratch_len, Int8AdditiveParams, Int8AdditiveScales,
+};
+pub use context::{Int8TanhMultipliers, WEIGHT_Q15_BITS};
+pub use luong::{
+    int8_luong_attention, int8_luong_scratch_len, Int8LuongParams, Int8LuongScore,
+    MAX_SINGLE_QUERY_D,
+};
 
 pub use bias::{Int8Bias, ALIBI_MAX_DISTANCE};
 pub use score::{Int8Logits, L1_WEIGHT_BITS, MAX_D, MAX_LOGIT};

@@ -187,7 +187,7 @@ impl Int8Logits {
 }
 
 /// Upper bound of `|x · m|` for `|x| <= x_max` (u128 arithmetic; rounding adds at most 1).
-fn bound(x_max: u128, m: FixedMultiplier) -> u128 {
+pub(crate) fn bound(x_max: u128, m: FixedMultiplier) -> u128 {
     ((x_max * m.multiplier() as u128) >> m.right_shift()) + 1
 }
 
