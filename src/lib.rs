@@ -39,8 +39,8 @@ pub mod graph;
 pub mod layers;
 pub mod mask;
 pub mod math;
-pub mod models;
 pub mod mha;
+pub mod models;
 pub mod position;
 pub mod projection;
 pub mod quant;
@@ -50,3 +50,8 @@ pub mod ssm;
 pub use element::Element;
 pub use error::Error;
 pub use half::{bf16, f16};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
