@@ -283,10 +283,13 @@ pub fn learned_add<E: Element>(
             found: table.len(),
         });
     }
+    // Positions whose offsets overflow are past any table.
     let end = pos_offset.checked_add(len).ok_or(Error::InvalidParameter)?;
-    let rows = table
-        .get(pos_offset * dim..end * dim)
-        .ok_or(Error::InvalidParameter)?;
+    let (start, end) = match (pos_offset.checked_mul(dim), end.checked_mul(dim)) {
+        (Some(start), Some(end)) => (start, end),
+        _ => return Err(Error::InvalidParameter),
+    };
+    let rows = table.get(start..end).ok_or(Error::InvalidParameter)?;
     for (xi, &t) in x.iter_mut().zip(rows) {
         *xi = E::from_f32(xi.to_f32() + t.to_f32());
     }

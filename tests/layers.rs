@@ -274,10 +274,12 @@ fn learned_table_adds_the_right_rows() {
         learned_add(&mut y, &table[..59], len, d, 0),
         Err(Error::LengthMismatch { .. })
     ));
-    assert_eq!(
-        learned_add(&mut y, &table, len, d, usize::MAX),
-        Err(Error::InvalidParameter)
-    );
+    for offset in [usize::MAX, usize::MAX / 4] {
+        assert_eq!(
+            learned_add(&mut y, &table, len, d, offset),
+            Err(Error::InvalidParameter)
+        );
+    }
 }
 
 /// The ALiBi paper's `get_slopes`, recursively.
@@ -2191,4 +2193,81 @@ fn footprints_count_the_real_buffers() {
         encoder_scratch_len(EncoderShape::new(usize::MAX, 2, 1, 1)),
         usize::MAX
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties: any shape and any slice lengths give Ok or Err, never a panic; GAT does not
+// depend on the order of its edge list.
+
+mod properties {
+    use super::*;
+    use proptest::prelude::{any, prop_assert, prop_oneof, proptest, Just, ProptestConfig};
+
+    fn buf(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn kernels_never_panic(
+            dims in proptest::collection::vec(0usize..6, 5),
+            lens in proptest::collection::vec(0usize..80, 8),
+            offset in prop_oneof![0usize..10, Just(usize::MAX)],
+            flag in any::<bool>(),
+        ) {
+            let (a, b, c, d, h) = (dims[0], dims[1], dims[2], dims[3], dims[4]);
+            let mut x = buf(lens[0]);
+            let _ = rope(&mut x, a, b, c, &RopeParams { pos_offset: offset, ..RopeParams::new(RopeLayout::Half) });
+            let _ = sinusoidal_add(&mut x, a, b, offset, 1e4);
+            let _ = learned_add(&mut x, &buf(lens[1]), a, b, offset);
+            let w = buf(lens[2]);
+            let mut y = buf(lens[3]);
+            let _ = layer_norm(&x, &w, Some(&w), &mut y, a, 1e-5);
+            let _ = rms_norm_in_place(&mut y, &w, b, 0.0);
+            let (w1, w2) = (buf(lens[4]), buf(lens[5]));
+            let weights = FfnWeights { w1: &w1, b1: Some(&w), w2: &w2, b2: None };
+            let mut scratch = buf(lens[6]);
+            let _ = ffn(&x, &weights, Activation::Gelu, &mut y, FfnShape::new(a, b, c), &mut scratch);
+            let edges: Vec<i32> = buf(lens[7]).iter().map(|v| (v * 30.0) as i32).collect();
+            let gw = GatWeights { lin_weight: &w1, att_src: &w2, att_dst: &w, bias: None };
+            let params = GatParams { concat: flag, ..GatParams::default() };
+            let _ = gat(&x, &edges, &gw, &mut y, GatShape::new(a, b, c, d), &params, &mut scratch);
+            let pw = PatchEmbedWeights { patch_weight: &w1, patch_bias: None, cls_token: Some(&w), pos_embed: None };
+            let _ = patch_embed(&x, &pw, &mut y, PatchShape::new(a, b, c, d, h), &mut scratch);
+            let sw = ScanWeights { a: &w1, d: Some(&w), delta_bias: None, delta_softplus: flag };
+            let seq = ScanSequence { u: &x, delta: &x, b: &w2, c: &w2, z: None };
+            let mut state = buf(lens[6]);
+            let _ = selective_scan(&mut state, &sw, &seq, &mut y, ScanShape::new(a, b));
+            let lw = LayerW::new(&mut Rng::new(lens[0] as u64), b.max(1), c.max(1), 2, 3);
+            let config = LayerConfig { norm_first: flag, ..LayerConfig::default() };
+            let mut buffer = buf(lens[5]);
+            let _ = encoder_layer(&x, &lw.encoder(), &mut y, EncoderShape::new(a, b, d, c), &config, &mut buffer, &mut scratch);
+            let _ = decoder_layer(&x, &w, &lw.decoder(), &mut y, DecoderShape::new(a, h, b, d, c), &config, &mut buffer, &mut scratch);
+        }
+
+        #[test]
+        fn gat_ignores_edge_order(seed in any::<u64>(), rotate in 0usize..20) {
+            let mut rng = Rng::new(seed);
+            let (n, fin, f, h) = (6, 3, 2, 2);
+            let edges: Vec<(usize, usize)> = (0..20)
+                .map(|i| (i * 7 % n, (i * 3 + seed as usize) % n))
+                .collect();
+            let mut rotated = edges.clone();
+            rotated.rotate_left(rotate);
+            let (lin, a_s, a_d) = (rng.vec(h * f * fin), rng.vec(h * f), rng.vec(h * f));
+            let w = GatWeights { lin_weight: &lin, att_src: &a_s, att_dst: &a_d, bias: None };
+            let x = rng.vec(n * fin);
+            let shape = GatShape::new(n, fin, f, h);
+            let mut scratch = vec![0.0f32; gat_scratch_len(shape)];
+            let (mut o1, mut o2) = (vec![0.0f32; n * h * f], vec![0.0f32; n * h * f]);
+            let p = GatParams::default();
+            gat(&x, &coo::<u32>(&edges), &w, &mut o1, shape, &p, &mut scratch).unwrap();
+            gat(&x, &coo::<u32>(&rotated), &w, &mut o2, shape, &p, &mut scratch).unwrap();
+            for (a, b) in o1.iter().zip(&o2) {
+                prop_assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()));
+            }
+        }
+    }
 }

@@ -161,7 +161,7 @@ pub fn patch_embed<E: Element>(
         check_len(pos, out_len)?;
     }
     check_len(tokens, out_len)?;
-    let needed = patch_len + e;
+    let needed = patch_len.checked_add(e).ok_or(Error::ShapeOverflow)?;
     if scratch.len() < needed {
         return Err(Error::ScratchTooSmall {
             needed,
