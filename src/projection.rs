@@ -10,7 +10,11 @@
 //! Tiers: [`linear`] (f32), [`linear_typed`] (`x` and `W` in one storage type, output in any
 //! storage type, f32 arithmetic), [`linear_mixed`] (f32 activations, e.g. from a scratch
 //! buffer, against weights stored as f16/bf16), and [`linear_fixed`] (const-generic shapes).
+//!
+//! Finite inputs give finite f32 results: a dot product whose f32 sum overflows (to inf, or
+//! to `inf - inf = NaN`) is recomputed on rescaled inputs and saturates at `±f32::MAX`.
 
+use crate::attention::score::{dot_rescaled, saturate};
 use crate::element::Element;
 use crate::error::{check_len, nonzero, product, Error};
 
@@ -178,7 +182,7 @@ fn validate<X, W>(
 /// The shared loop: for each block of input rows, each `W` row meets every row of the block
 /// while it is hot in cache. Lengths must have been validated.
 #[inline]
-fn linear_core<X, W: Element, Y: Element>(
+fn linear_core<X: Element, W: Element, Y: Element>(
     x: &[X],
     w: &[W],
     b: Option<&[W]>,
@@ -197,7 +201,13 @@ fn linear_core<X, W: Element, Y: Element>(
                 .zip(y_block.chunks_exact_mut(n_out));
             for (x_row, y_row) in rows {
                 if let Some(out) = y_row.get_mut(o) {
-                    *out = Y::from_f32(dot(x_row, w_row) + bias);
+                    let mut value = dot(x_row, w_row) + bias;
+                    if !value.is_finite() {
+                        // The f32 sum overflowed (inf, or inf - inf = NaN): recompute it
+                        // rescaled, so finite inputs give a finite (saturated) output.
+                        value = saturate(dot_rescaled(&[(x_row, w_row)], 1.0) + bias);
+                    }
+                    *out = Y::from_f32(value);
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! each key costs `a·dk` multiply-adds and `a` tanh. Masked keys are never scored: their
 //! weight is exactly 0, and a query with no allowed key gets zero weights and a zero context.
 
+use super::score::{dot_rescaled, max_exponent, saturate, scale_back};
 use crate::element::Element;
 use crate::error::{check_len, nonzero, product, Error};
 use crate::mask::Mask;
@@ -297,16 +298,47 @@ fn additive_core<E: Element>(
     let proj = &*proj;
     score_allowed(&params.mask, scores, keys, shape.dk, |k_row| {
         let mut s = 0.0f32;
+        let mut in_range = true;
         for ((&p, w_row), &v_a) in proj
             .iter()
             .zip(params.w_key.chunks_exact(shape.dk))
             .zip(params.v)
         {
-            s += v_a.to_f32() * tanh(p + E::dot(w_row, k_row));
+            let x = p + E::dot(w_row, k_row);
+            in_range &= x.is_finite();
+            s += v_a.to_f32() * tanh(x);
         }
-        s
+        if in_range && s.is_finite() {
+            s
+        } else {
+            let rows = params
+                .w_query
+                .chunks_exact(shape.dq)
+                .zip(params.w_key.chunks_exact(shape.dk));
+            tanh_score_rescaled(params.v, rows, query, k_row)
+        }
     });
     softmax_context(scores, values, context);
+}
+
+/// `Σ_a v_a · tanh(wq_a · q + wk_a · k)` over the rows `(wq_a, wk_a)`, for inputs where the
+/// plain f32 sums overflowed (an infinite or NaN tanh argument or score): every sum is
+/// rescaled by powers of two ([`dot_rescaled`]), so the score is finite (saturated at
+/// `±f32::MAX`) whenever the inputs are.
+#[cold]
+pub(super) fn tanh_score_rescaled<'w, E: Element>(
+    v: &[E],
+    rows: impl Iterator<Item = (&'w [E], &'w [E])>,
+    q: &[E],
+    k: &[E],
+) -> f32 {
+    let ev = max_exponent(v);
+    let mut sum = 0.0f32;
+    for (&v_a, (wq, wk)) in v.iter().zip(rows) {
+        let x = dot_rescaled(&[(wq, q), (wk, k)], 1.0);
+        sum += libm::scalbnf(v_a.to_f32(), -ev) * tanh(x);
+    }
+    scale_back(1.0, sum, ev)
 }
 
 /// Fills `scores` (`[l]`) with `score(key row)` for the keys the mask allows to query row 0,
@@ -344,5 +376,10 @@ pub(super) fn softmax_context<E: Element>(scores: &mut [f32], values: &[E], cont
         if w != 0.0 {
             E::axpy(w, v_row, context);
         }
+    }
+    // Weights summing to 1 + rounding can push a combination of values near f32::MAX to
+    // infinity (never to NaN: a running sum that reached inf stays there).
+    for c in context.iter_mut() {
+        *c = saturate(*c);
     }
 }

@@ -20,7 +20,10 @@
 //! positive. It can only be zero (or, with overflowing inputs, not finite) when `eps = 0` and
 //! every `phi(q_i)_a · z_a` underflows, for example all query features below about -104.
 //! Such a row carries no usable information and is written as zeros, never NaN or infinity.
+//! So is a row whose numerator `phi(q_i)ᵀ S` overflowed f32 (the running sums grow with the
+//! number of keys: finite results need `Σ_j phi(k_j)_a |v_j|` below `f32::MAX`).
 
+use super::score::saturate;
 use super::sdpa::AttentionShape;
 use crate::arch;
 use crate::element::Element;
@@ -111,9 +114,12 @@ fn query_core<E: Element>(s: &[f32], z: &[f32], acc: &mut [f32], eps: f32, q: &[
         arch::axpy(p, s_row, acc);
     }
     den += eps;
-    if den > 0.0 && den.is_finite() {
+    // A numerator that overflowed (running sums of `phi(k) v` past f32::MAX) is as unusable
+    // as a bad denominator; the quotient itself is a convex combination of values, so it can
+    // only pass f32::MAX by rounding and saturates.
+    if den > 0.0 && den.is_finite() && acc.iter().all(|a| a.is_finite()) {
         for (o, &a) in out.iter_mut().zip(acc.iter()) {
-            *o = E::from_f32(a / den);
+            *o = E::from_f32(saturate(a / den));
         }
     } else {
         out.fill(E::from_f32(0.0));

@@ -13,7 +13,10 @@
 //! [`additive_attention`](super::additive_attention): masked keys get weight exactly 0, and a
 //! query with no allowed key gets zero weights and a zero context.
 
-use super::additive::{check_output_lens, score_allowed, softmax_context, store, take_scratch};
+use super::additive::{
+    check_output_lens, score_allowed, softmax_context, store, take_scratch, tanh_score_rescaled,
+};
+use super::score::{dot_rescaled, max_exponent, scale_back};
 use crate::element::Element;
 use crate::error::{check_len, mul, nonzero, product, Error};
 use crate::mask::Mask;
@@ -352,6 +355,23 @@ fn dot_f32<E: Element>(u: &[f32], x: &[E]) -> f32 {
     s
 }
 
+/// `qᵀ W k` with `q`, `W` and `k` each divided by a power of two so no sum overflows, for
+/// inputs where the plain f32 score did: finite (saturated at `±f32::MAX`) for finite inputs.
+/// O(d²), only on that rare path. `w` is `[d, d]` with `d = q.len()`.
+#[cold]
+fn general_rescaled<E: Element>(q: &[E], w: &[E], k: &[E]) -> f32 {
+    let (eq, ew, ek) = (max_exponent(q), max_exponent(w), max_exponent(k));
+    let mut sum = 0.0f32;
+    for (&q_r, w_row) in q.iter().zip(w.chunks_exact(k.len().max(1))) {
+        let mut inner = 0.0f32;
+        for (&w_rc, &k_c) in w_row.iter().zip(k) {
+            inner += libm::scalbnf(w_rc.to_f32(), -ew) * libm::scalbnf(k_c.to_f32(), -ek);
+        }
+        sum += libm::scalbnf(q_r.to_f32(), -eq) * inner;
+    }
+    scale_back(1.0, sum, eq + ew + ek)
+}
+
 /// Shapes validated: `pre` as [`luong_attention_scratch_len`], `scores` `[l]`, `context`
 /// `[dv]` (all f32).
 #[allow(clippy::too_many_arguments)]
@@ -368,7 +388,15 @@ fn luong_core<E: Element>(
     let d = shape.d;
     match params.score {
         LuongScore::Dot => {
-            score_allowed(&params.mask, scores, keys, d, |k_row| E::dot(query, k_row));
+            score_allowed(&params.mask, scores, keys, d, |k_row| {
+                let s = E::dot(query, k_row);
+                if s.is_finite() {
+                    s
+                } else {
+                    // The f32 sum overflowed: recompute it rescaled (finite for finite inputs).
+                    dot_rescaled(&[(query, k_row)], 1.0)
+                }
+            });
         }
         LuongScore::General { w } => {
             // u = Wᵀ q = Σ_r q_r W[r, :], so that qᵀ W k = u · k.
@@ -377,20 +405,36 @@ fn luong_core<E: Element>(
                 E::axpy(q_r.to_f32(), w_row, pre);
             }
             let u = &*pre;
-            score_allowed(&params.mask, scores, keys, d, |k_row| dot_f32(u, k_row));
+            score_allowed(&params.mask, scores, keys, d, |k_row| {
+                // An overflow in `u` or in `u · k` shows as a non-finite score.
+                let s = dot_f32(u, k_row);
+                if s.is_finite() {
+                    s
+                } else {
+                    general_rescaled(query, w, k_row)
+                }
+            });
         }
         LuongScore::Concat { w, v } => {
             // Row a of W is [W_q a | W_k a]: W [q; k] = W_q q + W_k k, and W_q q is per query.
-            for (p, w_row) in pre.iter_mut().zip(w.chunks_exact(2 * d)) {
-                *p = E::dot(&w_row[..d], query);
+            let halves = || w.chunks_exact(2 * d).map(|row| row.split_at(d));
+            for (p, (w_q, _)) in pre.iter_mut().zip(halves()) {
+                *p = E::dot(w_q, query);
             }
             let pre = &*pre;
             score_allowed(&params.mask, scores, keys, d, |k_row| {
                 let mut s = 0.0f32;
-                for ((&p, w_row), &v_a) in pre.iter().zip(w.chunks_exact(2 * d)).zip(v) {
-                    s += v_a.to_f32() * tanh(p + E::dot(&w_row[d..], k_row));
+                let mut in_range = true;
+                for ((&p, (_, w_k)), &v_a) in pre.iter().zip(halves()).zip(v) {
+                    let x = p + E::dot(w_k, k_row);
+                    in_range &= x.is_finite();
+                    s += v_a.to_f32() * tanh(x);
                 }
-                s
+                if in_range && s.is_finite() {
+                    s
+                } else {
+                    tanh_score_rescaled(v, halves(), query, k_row)
+                }
             });
         }
     }

@@ -4,7 +4,7 @@ mod additive;
 pub mod int8;
 mod linear;
 mod luong;
-mod score;
+pub(crate) mod score;
 mod sdpa;
 
 pub use additive::{

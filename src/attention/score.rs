@@ -37,7 +37,6 @@ impl Score {
     #[inline]
     pub(crate) fn logit<E: Element>(self, q: &[E], k: &[E], q_norm: f32, scale: f32) -> f32 {
         match self {
-            Score::Dot => scale * E::dot(q, k),
             Score::Cosine => {
                 let k_norm = sqrt(E::dot(k, k)).max(COSINE_EPS);
                 let q_dot_k = E::dot(q, k);
@@ -47,10 +46,105 @@ impl Score {
                     scale * cosine_rescaled(q, k)
                 }
             }
-            Score::NegSqL2 => -scale * E::sq_l2_distance(q, k),
-            Score::NegL1 => -scale * E::l1_distance(q, k),
+            Score::Dot | Score::NegSqL2 | Score::NegL1 => {
+                let fast = match self {
+                    Score::Dot => scale * E::dot(q, k),
+                    Score::NegSqL2 => -scale * E::sq_l2_distance(q, k),
+                    _ => -scale * E::l1_distance(q, k),
+                };
+                // A sum that overflowed f32 gives inf (possibly of the wrong size) or
+                // `inf - inf = NaN`: recompute it rescaled, so only non-finite inputs give a
+                // non-finite logit.
+                if fast.is_finite() {
+                    fast
+                } else {
+                    self.distance_rescaled(q, k, scale)
+                }
+            }
         }
     }
+
+    /// The slow path of the dot and distance scores for inputs whose sums overflow f32: `q`
+    /// and `k` are divided by powers of two (exact, bar the underflow of elements far below
+    /// the largest) so no sum exceeds a few times the number of terms; the result is scaled
+    /// back and saturated at `±f32::MAX`.
+    #[cold]
+    fn distance_rescaled<E: Element>(self, q: &[E], k: &[E], scale: f32) -> f32 {
+        if self == Score::Dot {
+            return dot_rescaled(&[(q, k)], scale);
+        }
+        // One common power of two for both vectors, so the differences stay exact.
+        let e = max_exponent(q).max(max_exponent(k));
+        let mut sum = 0.0f32;
+        for (&a, &b) in q.iter().zip(k) {
+            let diff = scalbn(a.to_f32(), -e) - scalbn(b.to_f32(), -e);
+            sum += if self == Score::NegSqL2 {
+                diff * diff
+            } else {
+                libm::fabsf(diff)
+            };
+        }
+        let power = if self == Score::NegSqL2 { 2 * e } else { e };
+        scale_back(-scale, sum, power)
+    }
+}
+
+/// `x` limited to `±f32::MAX` (NaN stays NaN).
+#[inline]
+pub(crate) fn saturate(x: f32) -> f32 {
+    x.clamp(-f32::MAX, f32::MAX)
+}
+
+/// `2^e · x` (libm `scalbnf`: exact unless the result is subnormal or out of range).
+#[inline]
+fn scalbn(x: f32, e: i32) -> f32 {
+    libm::scalbnf(x, e)
+}
+
+/// The smallest `e` with `|x| < 2^e` for every finite element (-200 when all are zero):
+/// dividing by `2^e` brings them into `(-1, 1)`. Non-finite elements are skipped (they make
+/// the result non-finite whatever the scaling).
+pub(crate) fn max_exponent<E: Element>(x: &[E]) -> i32 {
+    x.iter()
+        .map(|v| {
+            let v = v.to_f32();
+            if v.is_finite() && v != 0.0 {
+                libm::frexpf(v).1
+            } else {
+                -200
+            }
+        })
+        .fold(-200, i32::max)
+}
+
+/// `scale · sum · 2^power` without an intermediate overflow, saturated at `±f32::MAX`.
+#[inline]
+pub(crate) fn scale_back(scale: f32, sum: f32, power: i32) -> f32 {
+    let (mantissa, exponent) = libm::frexpf(scale);
+    // Both exponents are within a few hundred, so the clamp only guards the addition.
+    let power = exponent.saturating_add(power).clamp(-1000, 1000);
+    saturate(scalbn(mantissa * sum, power))
+}
+
+/// `scale · Σ_segments a · b` with every `a` and every `b` divided by a power of two so that
+/// no partial sum overflows: finite (saturated at `±f32::MAX`) for finite inputs. The slow
+/// path of a dot product whose plain f32 sum overflowed.
+#[cold]
+pub(crate) fn dot_rescaled<A: Element, B: Element>(segments: &[(&[A], &[B])], scale: f32) -> f32 {
+    // One exponent for all `a`s and one for all `b`s, so the segments share a scale.
+    let ea = segments
+        .iter()
+        .fold(-200, |e, (a, _)| e.max(max_exponent(a)));
+    let eb = segments
+        .iter()
+        .fold(-200, |e, (_, b)| e.max(max_exponent(b)));
+    let mut sum = 0.0f32;
+    for (a, b) in segments {
+        for (&x, &y) in a.iter().zip(b.iter()) {
+            sum += scalbn(x.to_f32(), -ea) * scalbn(y.to_f32(), -eb);
+        }
+    }
+    scale_back(scale, sum, ea + eb)
 }
 
 /// Cosine of vectors whose squared norms overflow f32: both are divided by their largest
