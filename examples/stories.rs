@@ -28,12 +28,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 static MODEL: &Align4<[u8]> = &Align4(*include_bytes!("../models/stories260K/stories260K.bin"));
 static TOKENIZER: &[u8] = include_bytes!("../models/stories260K/tok512.bin");
 
-/// KV-cache calibration of the int8 path: positions of self-generated text, and its seed.
-const CALIBRATION_STEPS: usize = 256;
-const CALIBRATION_SEED: u64 = 42;
-/// Headroom of the int8 KV-cache scales over the calibrated maxima.
-const KV_MARGIN: f32 = 1.0;
-
 /// Command-line options.
 struct Options {
     prompt: String,
@@ -62,7 +56,7 @@ fn parse_args() -> Result<Options, String> {
         topp: 0.9,
         seed: 0,
         int8: false,
-        group: 32,
+        group: q8::DEFAULT_GROUP,
         checkpoint: None,
         tokenizer: None,
         write_q8: None,
@@ -163,15 +157,15 @@ fn run(o: &Options) -> Result<(), String> {
         q8::quantize_weights(&model, o.group, &mut values, &mut scales).map_err(err)?;
         kv_scales = vec![0.0f32; q8::kv_scales_len(&config)];
         {
-            let calibration = config.seq_len.min(CALIBRATION_STEPS);
+            let calibration = config.seq_len.min(q8::CALIBRATION_STEPS);
             let mut buffer = vec![0.0f32; RunState::buffer_len(&config, calibration)];
             let mut state = RunState::new(&config, calibration, &mut buffer).map_err(err)?;
             q8::calibrate_kv_scales(
                 &model,
                 &mut state,
-                CALIBRATION_SEED,
+                q8::CALIBRATION_SEED,
                 calibration,
-                KV_MARGIN,
+                q8::DEFAULT_KV_MARGIN,
                 &mut kv_scales,
             )
             .map_err(err)?;

@@ -4,6 +4,7 @@
 
 use microattn::models::generate::Generation;
 use microattn::models::llama2::{Config, Llama2, RunState, HEADER_BYTES};
+use microattn::models::q8::{self, Llama2Q8, Q8RunState};
 use microattn::models::sampler::Sampler;
 use microattn::models::tokenizer::{encode_capacity, printable, Tokenizer, BOS};
 use microattn::models::{Align4, ModelError};
@@ -301,4 +302,209 @@ fn bad_steps_are_errors_not_panics() {
         RunState::new(model.config(), 2, &mut buffer[..100]),
         Err(ModelError::BufferTooSmall { .. })
     ));
+}
+
+/// The int8 model of stories260K: weights in groups of `group`, KV scales calibrated on 256
+/// tokens the f32 model samples from seed 42 (not the reference texts).
+struct Q8Parts {
+    values: Vec<i8>,
+    scales: Vec<f32>,
+    kv_scales: Vec<f32>,
+}
+
+fn q8_parts(group: usize, margin: f32) -> Q8Parts {
+    let model = Llama2::from_bytes(&MODEL.0).unwrap();
+    let c = *model.config();
+    let mut p = Q8Parts {
+        values: vec![0; q8::values_len(&c)],
+        scales: vec![0.0; q8::scales_len(&c, group)],
+        kv_scales: vec![0.0; q8::kv_scales_len(&c)],
+    };
+    q8::quantize_weights(&model, group, &mut p.values, &mut p.scales).unwrap();
+    let mut buffer = vec![0.0f32; RunState::buffer_len(&c, q8::CALIBRATION_STEPS)];
+    let mut state = RunState::new(&c, q8::CALIBRATION_STEPS, &mut buffer).unwrap();
+    q8::calibrate_kv_scales(
+        &model,
+        &mut state,
+        q8::CALIBRATION_SEED,
+        q8::CALIBRATION_STEPS,
+        margin,
+        &mut p.kv_scales,
+    )
+    .unwrap();
+    p
+}
+
+fn q8_run(model: &Llama2Q8, prompt: &str, steps: usize) -> Run {
+    let c = *model.config();
+    let mut f = vec![0.0f32; Q8RunState::f32_len(&c)];
+    let mut i = vec![0i8; Q8RunState::i8_len(&c, steps)];
+    let mut state = Q8RunState::new(&c, steps, &mut f, &mut i).unwrap();
+    greedy(prompt, steps, |token, pos| {
+        model.forward(&mut state, token, pos).unwrap().to_vec()
+    })
+}
+
+/// Relative L2 error of `a` against `reference`.
+fn rel_l2(a: &[f32], reference: &[f32]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&x, &r) in a.iter().zip(reference) {
+        num += (x as f64 - r as f64).powi(2);
+        den += (r as f64).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+/// Agreement of an int8 run with the f32 reference: identical leading tokens, share of
+/// identical tokens position by position, and the logit errors at positions 0..3.
+fn q8_agreement(run: &Run, case: &Case) -> (usize, f64, f32, f64) {
+    let ids = &case.token_ids;
+    let prefix = run
+        .token_ids
+        .iter()
+        .zip(ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let same = run
+        .token_ids
+        .iter()
+        .zip(ids)
+        .filter(|(a, b)| a == b)
+        .count();
+    let share = same as f64 / ids.len() as f64;
+    let mut max_abs = 0.0f32;
+    let mut worst_rel = 0.0f64;
+    for (p, expected) in case.logits.iter().enumerate() {
+        max_abs = max_abs.max(max_abs_diff(&run.logits[p], expected));
+        worst_rel = worst_rel.max(rel_l2(&run.logits[p], expected));
+    }
+    (prefix, share, max_abs, worst_rel)
+}
+
+#[test]
+fn int8_keeps_the_first_32_greedy_tokens() {
+    let f32_model = Llama2::from_bytes(&MODEL.0).unwrap();
+    let parts = q8_parts(q8::DEFAULT_GROUP, q8::DEFAULT_KV_MARGIN);
+    let model = Llama2Q8::new(
+        &f32_model,
+        q8::DEFAULT_GROUP,
+        &parts.values,
+        &parts.scales,
+        &parts.kv_scales,
+    )
+    .unwrap();
+    for case in cases() {
+        let run = q8_run(&model, &case.prompt, case.steps);
+        let (prefix, share, max_abs, rel) = q8_agreement(&run, &case);
+        // BOS and the prompt are forced; the greedy tokens start after them.
+        let greedy_same = prefix - encode(&case.prompt).len();
+        println!(
+            "int8 prompt {:?}: first {greedy_same} greedy tokens identical to f32, {:.1}% of \
+             all {} ids identical by position; logits at positions 0..3: max abs error \
+             {max_abs:.3}, worst rel L2 {rel:.2e}",
+            case.prompt,
+            100.0 * share,
+            case.token_ids.len(),
+        );
+        assert!(
+            greedy_same >= 32,
+            "only {greedy_same} greedy tokens identical"
+        );
+        // int8 weights and activations alone give ~2 % (see measure_int8_grouping).
+        assert!(rel < 0.05, "logit rel L2 {rel}");
+    }
+}
+
+#[test]
+fn int8_file_round_trip_runs_the_same_model() {
+    let f32_model = Llama2::from_bytes(&MODEL.0).unwrap();
+    let c = *f32_model.config();
+    let mut parts = q8_parts(32, q8::DEFAULT_KV_MARGIN);
+    let len = q8::file_len(&c, 32);
+    let (mut file, start) = copy_at(&vec![0u8; len], 0);
+    let bytes = &mut file[start..start + len];
+    let (mut values, mut scales) = (parts.values.clone(), parts.scales.clone());
+    q8::write_file(
+        &f32_model,
+        32,
+        &parts.kv_scales,
+        &mut values,
+        &mut scales,
+        bytes,
+    )
+    .unwrap();
+    let from_file = Llama2Q8::from_bytes(bytes).unwrap();
+    let in_memory = Llama2Q8::new(
+        &f32_model,
+        32,
+        &parts.values,
+        &parts.scales,
+        &parts.kv_scales,
+    )
+    .unwrap();
+    let a = q8_run(&from_file, "Tom and his dog", 40);
+    let b = q8_run(&in_memory, "Tom and his dog", 40);
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.logits, b.logits);
+    // Truncated, misaligned or mislabelled files are errors.
+    assert!(matches!(
+        Llama2Q8::from_bytes(&bytes[..bytes.len() - 1]),
+        Err(ModelError::Truncated { .. })
+    ));
+    bytes[0] = b'X';
+    assert_eq!(
+        Llama2Q8::from_bytes(bytes).unwrap_err(),
+        ModelError::InvalidConfig
+    );
+    parts.kv_scales[0] = 0.0;
+    assert!(Llama2Q8::new(
+        &f32_model,
+        32,
+        &parts.values,
+        &parts.scales,
+        &parts.kv_scales
+    )
+    .is_err());
+}
+
+/// Weight grouping and KV margin against agreement with f32: prints a table (run with
+/// `--ignored --nocapture`); the chosen setting must reach the goal.
+#[test]
+#[ignore = "measurement sweep, about 10 s"]
+fn measure_int8_grouping() {
+    let f32_model = Llama2::from_bytes(&MODEL.0).unwrap();
+    let c = *f32_model.config();
+    let cases = cases();
+    for margin in [1.0f32, 1.25, 1.5, 2.0] {
+        for group in [8usize, 16, 32, 64, 256] {
+            let parts = q8_parts(group, margin);
+            let model = Llama2Q8::new(
+                &f32_model,
+                group,
+                &parts.values,
+                &parts.scales,
+                &parts.kv_scales,
+            )
+            .unwrap();
+            let mut line = format!(
+                "margin {margin:4} group {group:3} ({:6} weight bytes + {:5} scale bytes):",
+                q8::values_len(&c),
+                4 * q8::scales_len(&c, group)
+            );
+            for case in &cases {
+                let run = q8_run(&model, &case.prompt, case.steps);
+                let (prefix, share, max_abs, rel) = q8_agreement(&run, case);
+                let forced = encode(&case.prompt).len();
+                if group == q8::DEFAULT_GROUP && margin == q8::DEFAULT_KV_MARGIN {
+                    assert!(prefix - forced >= 32, "the default setting misses the goal");
+                }
+                line += &format!(
+                    "  [{} greedy tokens same, {:.0}% by position, logit err {max_abs:.2} / {rel:.1e}]",
+                    prefix - forced,
+                    100.0 * share
+                );
+            }
+            println!("{line}");
+        }
+    }
 }
