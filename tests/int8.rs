@@ -444,12 +444,8 @@ fn reference_sdpa(
                         max_distance,
                         table,
                     } => {
-                        let bucket = t5_bucket(
-                            j as i64 - p as i64,
-                            bidirectional,
-                            num_buckets,
-                            max_distance,
-                        );
+                        let bucket =
+                            t5_bucket(j as i64 - p, bidirectional, num_buckets, max_distance);
                         table[h * num_buckets + bucket] as f64
                     }
                 };
@@ -980,7 +976,7 @@ fn bad_calls_are_rejected() {
     let (q, k, v) = (vec![1i8; 8], vec![1i8; 12], vec![1i8; 15]);
     let mut out = vec![0i8; 10];
     let mut scratch = vec![0i64; 5];
-    let mut call =
+    let call =
         |q: &[i8],
          k: &[i8],
          v: &[i8],
@@ -1535,4 +1531,335 @@ fn additive_is_close_to_f64() {
     )
     .unwrap();
     assert!(context.iter().all(|&x| x == 0) && weights.iter().all(|&w| w == 0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Dense layer and multi-head attention with int8 weights.
+
+use microattn::attention::int8::{
+    int8_dense, int8_mha, int8_mha_acc_len, int8_mha_scratch_len, Int8Dense, Int8MhaParams,
+    Int8MhaStats,
+};
+use microattn::mha::MhaShape;
+use microattn::projection::LinearShape;
+
+/// f64 `x Wᵀ + b`.
+fn reference_dense(
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+    inputs: usize,
+    outputs: usize,
+) -> Vec<f64> {
+    x.chunks(inputs)
+        .flat_map(|row| {
+            (0..outputs).map(move |c| {
+                let dot: f64 = row
+                    .iter()
+                    .zip(&w[c * inputs..][..inputs])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                dot + b.map_or(0.0, |b| b[c])
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn dense_matches_rounded_f64() {
+    let (rows, inputs, outputs) = (7, 24, 10);
+    let mut rng = Rng(31);
+    let (x, xp) = quantize_tensor(&rng.normals(rows * inputs, 1.0));
+    let mut w_f = rng.normals(outputs * inputs, 0.2);
+    for (c, row) in w_f.chunks_mut(inputs).enumerate() {
+        for v in row {
+            *v *= 1.0 + c as f32; // channels of very different ranges
+        }
+    }
+    let (w, w_scales) = quantize_rows(&w_f, outputs);
+    let b: Vec<f32> = rng.normals(outputs, 0.5);
+    let (xf, wf) = (dequantize_f64(&x, xp), dequantize_rows(&w, &w_scales));
+    // The bias is rounded to accumulator units, as the kernel stores it.
+    let b_rounded: Vec<f64> = b
+        .iter()
+        .zip(&w_scales)
+        .map(|(&v, &s)| {
+            let unit = xp.scale() as f64 * s as f64;
+            (v as f64 / unit).round() * unit
+        })
+        .collect();
+    let want = reference_dense(&xf, &wf, Some(&b_rounded), inputs, outputs);
+    let y_scale = (want.iter().fold(0.0f64, |m, v| m.max(v.abs())) / 100.0) as f32;
+    let (mut bias, mut mults) = (vec![0i32; outputs], vec![FixedMultiplier::ONE; outputs]);
+    let layer = Int8Dense::prepare(
+        &w,
+        outputs,
+        &w_scales,
+        xp.scale(),
+        y_scale,
+        Some(&b),
+        &mut bias,
+        &mut mults,
+    )
+    .unwrap();
+    let mut y = vec![0i8; rows * outputs];
+    let shape = LinearShape::new(rows, inputs, outputs);
+    let peak = int8_dense(&x, &layer, &mut y, shape).unwrap();
+    let mut max_steps = 0;
+    let mut want_peak = 0i64;
+    for (&o, &r) in y.iter().zip(&want) {
+        let exact = (r / y_scale as f64).round() as i64;
+        want_peak = want_peak.max(exact.abs());
+        max_steps = max_steps.max((o as i64 - exact).abs());
+    }
+    assert!(max_steps <= 1, "{max_steps}");
+    assert!(
+        (peak - want_peak).abs() <= 1 && (99..=101).contains(&peak),
+        "{peak}"
+    );
+
+    // A smaller output scale saturates and reports the true peak.
+    let (mut bias2, mut mults2) = (vec![0i32; outputs], vec![FixedMultiplier::ONE; outputs]);
+    let tight = Int8Dense::prepare(
+        &w,
+        outputs,
+        &w_scales,
+        xp.scale(),
+        y_scale / 4.0,
+        Some(&b),
+        &mut bias2,
+        &mut mults2,
+    )
+    .unwrap();
+    let peak4 = int8_dense(&x, &tight, &mut y, shape).unwrap();
+    assert!((peak4 - 4 * peak).abs() <= 4, "{peak4} vs {peak}");
+    assert!(y.iter().any(|&v| v == 127 || v == -127));
+
+    // Errors.
+    assert!(matches!(
+        int8_dense(&x[1..], &layer, &mut y, shape),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let three = Int8Dense {
+        multipliers: &layer.multipliers[..3],
+        ..layer
+    };
+    assert!(matches!(
+        int8_dense(&x, &three, &mut y, shape),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let mut s = w_scales.clone();
+    s[1] = -1.0;
+    assert_eq!(
+        Int8Dense::prepare(
+            &w,
+            outputs,
+            &s,
+            xp.scale(),
+            y_scale,
+            None,
+            &mut bias2,
+            &mut mults2
+        )
+        .map(|_| ()),
+        Err(Error::InvalidScale)
+    );
+    assert_eq!(
+        Int8Dense::prepare(
+            &w,
+            outputs,
+            &w_scales,
+            1e-9,
+            1e-12,
+            Some(&b),
+            &mut bias2,
+            &mut mults2
+        )
+        .map(|_| ()),
+        Err(Error::InvalidBias)
+    );
+}
+
+/// f64 multi-head attention (PyTorch layout) on dequantized tensors.
+#[allow(clippy::too_many_arguments)]
+fn reference_mha(
+    query: &[f64],
+    kv: &[f64],
+    in_w: &[f64],
+    in_b: &[f64],
+    out_w: &[f64],
+    out_b: &[f64],
+    shape: MhaShape,
+    mask: &Mask<'_>,
+) -> Vec<f64> {
+    let (e, h) = (shape.embed, shape.heads);
+    let hd = e / h;
+    let q = reference_dense(query, &in_w[..e * e], Some(&in_b[..e]), e, e);
+    let k = reference_dense(kv, &in_w[e * e..2 * e * e], Some(&in_b[e..2 * e]), e, e);
+    let v = reference_dense(kv, &in_w[2 * e * e..], Some(&in_b[2 * e..]), e, e);
+    // Head-major copies for reference_sdpa.
+    let heads = |x: &[f64], rows: usize| -> Vec<f64> {
+        (0..h)
+            .flat_map(|hh| (0..rows).flat_map(move |r| (0..hd).map(move |c| (hh, r, c))))
+            .map(|(hh, r, c)| x[r * e + hh * hd + c])
+            .collect()
+    };
+    let att_shape = AttentionShape::multi_head(h, h, shape.lq, shape.lk, hd, hd);
+    let att = reference_sdpa(
+        &heads(&q, shape.lq),
+        &heads(&k, shape.lk),
+        &heads(&v, shape.lk),
+        att_shape,
+        Score::Dot,
+        1.0 / (hd as f64).sqrt(),
+        mask,
+        &Bias::None,
+    );
+    let mut concat = vec![0.0; shape.lq * e];
+    for hh in 0..h {
+        for r in 0..shape.lq {
+            for c in 0..hd {
+                concat[r * e + hh * hd + c] = att[(hh * shape.lq + r) * hd + c];
+            }
+        }
+    }
+    reference_dense(&concat, out_w, Some(out_b), e, e)
+}
+
+#[test]
+fn mha_is_close_to_f64_and_equals_its_stages() {
+    let shape = MhaShape::new(12, 12, 32, 4);
+    let (e, hd) = (32, 8);
+    let mut rng = Rng(41);
+    let (x, xp) = quantize_tensor(&rng.normals(12 * e, 1.0));
+    let (in_w, in_s) = quantize_rows(&rng.normals(3 * e * e, 0.2), 3 * e);
+    let (out_w, out_s) = quantize_rows(&rng.normals(e * e, 0.2), e);
+    let (in_b, out_b) = (rng.normals(3 * e, 0.1), rng.normals(e, 0.1));
+    let causal = [MaskTerm::Causal];
+    let mask = Mask::new(&causal);
+    let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let want = reference_mha(
+        &dequantize_f64(&x, xp),
+        &dequantize_f64(&x, xp),
+        &dequantize_rows(&in_w, &in_s),
+        &widen(&in_b),
+        &dequantize_rows(&out_w, &out_s),
+        &widen(&out_b),
+        shape,
+        &mask,
+    );
+    // Stage scales from generous bounds, refined with the kernel's own peaks.
+    let mut s = [0.05f32, 0.05, 0.05, 0.05, 0.05];
+    let mut out = vec![0i8; 12 * e];
+    let mut stats = Int8MhaStats::default();
+    let mut out_scale = 0.0f32;
+    let mut storage_b = vec![0i32; 4 * e];
+    let mut storage_m = vec![FixedMultiplier::ONE; 4 * e];
+    for pass in 0..4 {
+        let (bq, rest) = storage_b.split_at_mut(e);
+        let (bk, rest) = rest.split_at_mut(e);
+        let (bv, bo) = rest.split_at_mut(e);
+        let (mq, rest) = storage_m.split_at_mut(e);
+        let (mk, rest) = rest.split_at_mut(e);
+        let (mv, mo) = rest.split_at_mut(e);
+        let q_proj = Int8Dense::prepare(
+            &in_w[..e * e],
+            e,
+            &in_s[..e],
+            xp.scale(),
+            s[0],
+            Some(&in_b[..e]),
+            bq,
+            mq,
+        )
+        .unwrap();
+        let k_proj = Int8Dense::prepare(
+            &in_w[e * e..2 * e * e],
+            e,
+            &in_s[e..2 * e],
+            xp.scale(),
+            s[1],
+            Some(&in_b[e..2 * e]),
+            bk,
+            mk,
+        )
+        .unwrap();
+        let v_proj = Int8Dense::prepare(
+            &in_w[2 * e * e..],
+            e,
+            &in_s[2 * e..],
+            xp.scale(),
+            s[2],
+            Some(&in_b[2 * e..]),
+            bv,
+            mv,
+        )
+        .unwrap();
+        let out_proj =
+            Int8Dense::prepare(&out_w, e, &out_s, s[3], s[4], Some(&out_b), bo, mo).unwrap();
+        let scales = Int8Scales {
+            q: s[0],
+            k: s[1],
+            v: s[2],
+            out: s[3],
+        };
+        let attention =
+            Int8SdpaParams::new(scales, hd, Score::Dot, None, mask, Int8Bias::None).unwrap();
+        let params = Int8MhaParams {
+            q_proj,
+            k_proj,
+            v_proj,
+            out_proj,
+            attention,
+        };
+        let mut scratch = vec![0i8; int8_mha_scratch_len(12, 12, e)];
+        let mut acc = vec![0i64; int8_mha_acc_len(e, 4)];
+        int8_mha(
+            &x,
+            &x,
+            &x,
+            &params,
+            &mut out,
+            shape,
+            &mut scratch,
+            &mut acc,
+            Some(&mut stats),
+        )
+        .unwrap();
+
+        if pass == 3 {
+            // The same bytes from the stages run one by one.
+            let heads = |layer: &Int8Dense<'_>, rows: usize| -> Vec<i8> {
+                let mut y = vec![0i8; rows * e];
+                int8_dense(&x, layer, &mut y, LinearShape::new(rows, e, e)).unwrap();
+                (0..4)
+                    .flat_map(|h| (0..rows).flat_map(move |r| (0..hd).map(move |c| (h, r, c))))
+                    .map(|(h, r, c)| y[r * e + h * hd + c])
+                    .collect()
+            };
+            let (q, k, v) = (heads(&q_proj, 12), heads(&k_proj, 12), heads(&v_proj, 12));
+            let mut att = vec![0i8; 4 * 12 * hd];
+            let att_shape = AttentionShape::multi_head(4, 4, 12, 12, hd, hd);
+            int8_sdpa(&q, &k, &v, &mut att, att_shape, &attention, &mut [0i64; 8]).unwrap();
+            let mut concat = vec![0i8; 12 * e];
+            for h in 0..4 {
+                for r in 0..12 {
+                    concat[r * e + h * hd..][..hd].copy_from_slice(&att[(h * 12 + r) * hd..][..hd]);
+                }
+            }
+            let mut staged = vec![0i8; 12 * e];
+            int8_dense(&concat, &out_proj, &mut staged, LinearShape::new(12, e, e)).unwrap();
+            assert_eq!(staged, out);
+        }
+        out_scale = s[4];
+        let peaks = [stats.q, stats.k, stats.v, stats.attention, stats.out];
+        for (scale, peak) in s.iter_mut().zip(peaks) {
+            *scale *= (peak as f32 + 1.0) / 127.0;
+        }
+    }
+    let got: Vec<f64> = out.iter().map(|&v| v as f64 * out_scale as f64).collect();
+    let err = rel_l2(&got, &want);
+    println!("mha e32 h4 causal           rel_l2 {err:.5}  peaks {stats:?}");
+    assert!(err < 3e-2, "{err}");
+    assert!(stats.out <= 127 && stats.out >= 100, "{stats:?}");
 }

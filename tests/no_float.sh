@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # No float in the int8 kernels: links a throwaway firmware image for thumbv6m-none-eabi
 # (Cortex-M0, no FPU: every float operation would be a call into a soft-float routine) whose
-# only code path runs the int8 entry points with parameters built from raw integers
+# only code path runs the int8 entry points (sdpa, MHA, dense, Luong, Bahdanau, requantize) with parameters built from raw integers
 # (`FixedMultiplier::from_raw`, `Int8SdpaParams::from_raw`), every score, mask term and bias
 # chosen at run time so nothing is optimized away. The linker keeps only reachable code
 # (--gc-sections), so a soft-float symbol in the image means the int8 path uses float.
@@ -44,8 +44,14 @@ cat >"$probe/src/lib.rs" <<'EOF'
 #![no_std]
 
 use core::ptr::{addr_of, read_volatile};
-use microattn::attention::int8::{int8_sdpa, Int8Bias, Int8Logits, Int8SdpaParams};
-use microattn::attention::AttentionShape;
+use microattn::attention::int8::{
+    int8_additive_attention, int8_dense, int8_luong_attention, int8_mha, int8_sdpa,
+    Int8AdditiveParams, Int8Bias, Int8Dense, Int8Logits, Int8LuongParams, Int8LuongScore,
+    Int8MhaParams, Int8SdpaParams, Int8TanhMultipliers,
+};
+use microattn::attention::{AdditiveShape, AttentionShape, LuongShape};
+use microattn::mha::MhaShape;
+use microattn::projection::LinearShape;
 use microattn::mask::{Mask, MaskTerm};
 use microattn::quant::{requantize, FixedMultiplier};
 
@@ -126,7 +132,68 @@ pub fn probe() -> i32 {
         Ok(()) => 0,
         Err(_) => 1,
     };
-    status + requantize(raw(28), multiplier(29)) as i32 + out.iter().map(|&x| x as i32).sum::<i32>()
+    let mut total = status + requantize(raw(28), multiplier(29)) as i32;
+    total += out.iter().map(|&x| x as i32).sum::<i32>();
+    total + others(&params, q, k, v)
+}
+
+/// The other int8 entry points: dense, MHA, Luong, Bahdanau, chosen by `RAW[30]`.
+fn others(attention: &Int8SdpaParams<'_>, x: &[i8], w: &[i8], v: &[i8]) -> i32 {
+    let ms = [multiplier(1), multiplier(3), multiplier(5), multiplier(29)];
+    let n = raw(31) as usize % 4 + 1;
+    let table = unsafe { &*addr_of!(TABLE) };
+    let dense = Int8Dense {
+        weight: w,
+        bias: if raw(12) != 0 { Some(&table[..n]) } else { None },
+        multipliers: &ms[..n],
+    };
+    let dim = |i: usize| raw(i) as usize % 16 + 1;
+    let (out, scratch) = unsafe { (&mut *core::ptr::addr_of_mut!(OUT), &mut *core::ptr::addr_of_mut!(SCRATCH)) };
+    let mut weights = [0i16; 16];
+    let ok = |r: Result<(), microattn::Error>| r.is_ok() as i32;
+    match raw(30) {
+        0 => int8_dense(x, &dense, out, LinearShape::new(dim(15), dim(16), dim(17))).unwrap_or(0) as i32,
+        1 => {
+            let params = Int8MhaParams {
+                q_proj: dense,
+                k_proj: dense,
+                v_proj: dense,
+                out_proj: dense,
+                attention: *attention,
+            };
+            let (scratch8, out8) = out.split_at_mut(256);
+            let shape = MhaShape::new(dim(15), dim(16), dim(17), dim(18));
+            ok(int8_mha(x, w, v, &params, out8, shape, scratch8, scratch, None))
+        }
+        2 => {
+            let score = match raw(0) {
+                0 => Int8LuongScore::Dot { logit: ms[0] },
+                1 => Int8LuongScore::General { w, logit: ms[1] },
+                _ => Int8LuongScore::Concat {
+                    w,
+                    v,
+                    tanh: Int8TanhMultipliers { query: &ms[..n], key: &ms[1..] },
+                    logit: ms[2],
+                },
+            };
+            let params = Int8LuongParams { score, out: ms[3], mask: attention.mask };
+            let shape = LuongShape { l: dim(15), d: dim(16), dv: dim(17) };
+            ok(int8_luong_attention(x, w, v, shape, &params, out, &mut weights, scratch))
+        }
+        _ => {
+            let params = Int8AdditiveParams {
+                w_query: w,
+                w_key: x,
+                v,
+                tanh: Int8TanhMultipliers { query: &ms[..n], key: &ms[1..] },
+                logit: ms[2],
+                out: ms[3],
+                mask: attention.mask,
+            };
+            let shape = AdditiveShape { l: dim(15), dq: dim(16), dk: dim(17), dv: dim(18), a: dim(19) };
+            ok(int8_additive_attention(x, w, v, shape, &params, out, &mut weights, scratch))
+        }
+    }
 }
 EOF
 
@@ -199,4 +266,4 @@ if [ -n "$found" ]; then
   echo "no_float: FAIL (int8 entry points reference soft-float routines: $found)"
   exit 1
 fi
-echo "no_float: PASS (int8_sdpa + requantize for $target, $size-byte image: no soft-float symbol; control image has: $control)"
+echo "no_float: PASS (int8_sdpa, int8_mha, int8_dense, int8_luong_attention, int8_additive_attention, requantize for $target, $size-byte image: no soft-float symbol; control image has: $control)"

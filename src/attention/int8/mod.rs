@@ -44,7 +44,9 @@
 mod additive;
 mod bias;
 mod context;
+mod dense;
 mod luong;
+mod mha;
 mod score;
 mod sdpa;
 mod softmax;
@@ -53,12 +55,14 @@ pub use additive::{
     int8_additive_attention, int8_additive_scratch_len, Int8AdditiveParams, Int8AdditiveScales,
 };
 pub use context::{Int8TanhMultipliers, WEIGHT_Q15_BITS};
+pub use dense::{int8_dense, Int8Dense, MAX_DENSE_IN};
 pub use luong::{
     int8_luong_attention, int8_luong_scratch_len, Int8LuongParams, Int8LuongScore,
     MAX_SINGLE_QUERY_D,
 };
 
 pub use bias::{Int8Bias, ALIBI_MAX_DISTANCE};
+pub use mha::{int8_mha, int8_mha_acc_len, int8_mha_scratch_len, Int8MhaParams, Int8MhaStats};
 pub use score::{Int8Logits, L1_WEIGHT_BITS, MAX_D, MAX_LOGIT};
 pub use sdpa::{
     int8_sdpa, int8_sdpa_fixed, int8_sdpa_heads_fixed, int8_sdpa_scratch_len, Int8Scales,

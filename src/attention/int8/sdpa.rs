@@ -134,7 +134,7 @@ pub fn int8_sdpa(
     params: &Int8SdpaParams<'_>,
     scratch: &mut [i64],
 ) -> Result<(), Error> {
-    validate(q, k, v, out.len(), shape, params)?;
+    validate_sdpa(q, k, v, out.len(), shape, params)?;
     let needed = int8_sdpa_scratch_len(shape);
     let found = scratch.len();
     let acc = scratch
@@ -193,7 +193,7 @@ pub fn int8_sdpa_heads_fixed<
 }
 
 /// Checks every shape and parameter (integer only).
-fn validate(
+pub(crate) fn validate_sdpa(
     q: &[i8],
     k: &[i8],
     v: &[i8],

@@ -4,6 +4,7 @@
 
 pub mod additive_attention;
 pub mod luong_attention;
+pub mod mha;
 pub mod sdpa;
 
 use microattn::quant::{quantize, quantize_per_channel, QParams};
