@@ -695,7 +695,9 @@ impl Backend<Q8Work<'_>> for Llama2Q8<'_> {
         work: &mut Q8Work<'_>,
     ) -> Result<(), ModelError> {
         let h = self.config.hidden_dim;
-        let (gate, up) = hb.split_at_mut(h);
+        let (gate, up) = hb
+            .split_at_mut_checked(h)
+            .ok_or(ModelError::InvalidConfig)?;
         let up = part_mut(up, 0, h)?;
         self.matmul(Matrix::W1, layer, x, gate, work)?;
         self.matmul(Matrix::W3, layer, x, up, work)?;
