@@ -274,12 +274,24 @@ fn decode_step<E: Element>(
     let group = layout.group;
     let per_head = AttentionShape::multi_head(group, 1, 1, s.cache_len, s.d, s.dv);
     let mask = params.mask.with_signed_offset(position);
-    let heads = q
-        .chunks_exact(group * s.d)
-        .zip(out.chunks_exact_mut(group * s.dv))
-        .zip(k_cache.chunks_exact(s.cache_capacity * s.d))
-        .zip(v_cache.chunks_exact(s.cache_capacity * s.dv));
-    for (g, (((q_g, out_g), k_h), v_h)) in heads.enumerate() {
+    // Plain index arithmetic with `get`, not `chunks_exact`: the sizes are validated above,
+    // but the optimizer cannot see that, and this keeps every panic path out of the binary.
+    let part = |len: usize, index: usize| -> Result<core::ops::Range<usize>, Fail> {
+        let start = index.checked_mul(len);
+        let range = start.and_then(|a| Some(a..a.checked_add(len)?));
+        range.ok_or(Fail::from(Error::ShapeOverflow))
+    };
+    for g in 0..s.kv_heads {
+        let (q_part, out_part) = (part(group * s.d, g)?, part(group * s.dv, g)?);
+        let (k_part, v_part) = (
+            part(s.cache_capacity * s.d, g)?,
+            part(s.cache_capacity * s.dv, g)?,
+        );
+        let overflow = || Fail::from(Error::ShapeOverflow);
+        let q_g = q.get(q_part).ok_or_else(overflow)?;
+        let out_g = out.get_mut(out_part).ok_or_else(overflow)?;
+        let k_h = k_cache.get(k_part).ok_or_else(overflow)?;
+        let v_h = v_cache.get(v_part).ok_or_else(overflow)?;
         let p = SdpaParams {
             mask,
             bias: bias_heads(&params.bias, g * group, group)?,
