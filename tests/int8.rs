@@ -1863,3 +1863,189 @@ fn mha_is_close_to_f64_and_equals_its_stages() {
     assert!(err < 3e-2, "{err}");
     assert!(stats.out <= 127 && stats.out >= 100, "{stats:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Linear attention.
+
+use microattn::attention::int8::{
+    int8_linear_attention, int8_linear_attention_scratch_len, Int8EluFeature,
+    Int8LinearAttentionParams,
+};
+
+fn elu1(x: f64) -> f64 {
+    if x > 0.0 {
+        x + 1.0
+    } else {
+        x.exp()
+    }
+}
+
+/// f64 linear attention from the definition (FORMAT.md).
+fn reference_linear(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    shape: AttentionShape,
+    causal: bool,
+    eps: f64,
+) -> Vec<f64> {
+    let AttentionShape {
+        heads,
+        kv_heads,
+        lq,
+        lk,
+        d,
+        dv,
+    } = shape;
+    let mut out = vec![0.0; heads * lq * dv];
+    for h in 0..heads {
+        let kvh = h / (heads / kv_heads);
+        for i in 0..lq {
+            let pq: Vec<f64> = q[(h * lq + i) * d..][..d]
+                .iter()
+                .map(|&x| elu1(x))
+                .collect();
+            let mut num = vec![0.0; dv];
+            let mut den = eps;
+            for j in 0..if causal { i + 1 } else { lk } {
+                let pk: Vec<f64> = k[(kvh * lk + j) * d..][..d]
+                    .iter()
+                    .map(|&x| elu1(x))
+                    .collect();
+                let w: f64 = pq.iter().zip(&pk).map(|(a, b)| a * b).sum();
+                den += w;
+                for (n, &x) in num.iter_mut().zip(&v[(kvh * lk + j) * dv..][..dv]) {
+                    *n += w * x;
+                }
+            }
+            for (o, n) in out[(h * lq + i) * dv..][..dv].iter_mut().zip(num) {
+                *o = n / den;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn linear_attention_is_close_to_f64() {
+    for (name, shape, causal, sigma) in [
+        (
+            "linear 48x48 d16",
+            AttentionShape::single(48, 48, 16, 12),
+            false,
+            1.0,
+        ),
+        (
+            "linear causal 48",
+            AttentionShape::single(48, 48, 16, 12),
+            true,
+            1.0,
+        ),
+        (
+            "linear gqa causal",
+            AttentionShape::multi_head(4, 2, 20, 20, 8, 8),
+            true,
+            2.0,
+        ),
+        (
+            "linear cross 10x30",
+            AttentionShape::single(10, 30, 8, 4),
+            false,
+            0.3,
+        ),
+    ] {
+        let (ql, kl, vl, _) = shape.lengths().unwrap();
+        let mut rng = Rng(51);
+        let (q, qp) = quantize_tensor(&rng.normals(ql, sigma));
+        let (k, kp) = quantize_tensor(&rng.normals(kl, sigma));
+        let (v, vp) = quantize_tensor(&rng.normals(vl, 1.0));
+        let want = reference_linear(
+            &dequantize_f64(&q, qp),
+            &dequantize_f64(&k, kp),
+            &dequantize_f64(&v, vp),
+            shape,
+            causal,
+            1e-6,
+        );
+        let scale = (want.iter().fold(0.0f64, |m, x| m.max(x.abs())) / 127.0) as f32;
+        let params =
+            Int8LinearAttentionParams::new(qp.scale(), kp.scale(), vp.scale(), scale, causal, 1e-6)
+                .unwrap();
+        let mut out = vec![0i8; want.len()];
+        let mut scratch = vec![0i64; int8_linear_attention_scratch_len(shape)];
+        int8_linear_attention(&q, &k, &v, &mut out, shape, &params, &mut scratch).unwrap();
+        let got: Vec<f64> = out.iter().map(|&x| x as f64 * scale as f64).collect();
+        let steps = out
+            .iter()
+            .zip(&want)
+            .map(|(&o, &r)| (o as i64 - (r / scale as f64).round() as i64).abs())
+            .max()
+            .unwrap();
+        let err = rel_l2(&got, &want);
+        println!("{name:<28} rel_l2 {err:.5}  max_steps {steps}");
+        assert!(steps <= 1 && err < 1.5e-2, "{name}: {err} {steps}");
+    }
+}
+
+#[test]
+fn elu_feature_and_linear_errors() {
+    let f = Int8EluFeature::new(0.05).unwrap();
+    for x in [-128i8, -20, -1, 0, 1, 50, 127] {
+        let exact = elu1(x as f64 * 0.05) * 65536.0;
+        assert!(
+            (f.phi(x) as f64 - exact).abs() <= 0.55,
+            "{x}: {} vs {exact}",
+            f.phi(x)
+        );
+    }
+    assert_eq!(f.phi(0), 65536);
+    for bad in [0.0f32, -1.0, f32::NAN, 1e6] {
+        assert_eq!(Int8EluFeature::new(bad), Err(Error::InvalidScale), "{bad}");
+    }
+    assert_eq!(
+        Int8LinearAttentionParams::new(0.1, 0.1, 0.1, 0.1, false, -1.0),
+        Err(Error::InvalidScale)
+    );
+    let params = Int8LinearAttentionParams::new(0.1, 0.1, 0.1, 0.1, true, 0.0).unwrap();
+    let shape = AttentionShape::single(2, 3, 2, 2);
+    let mut scratch = vec![0i64; int8_linear_attention_scratch_len(shape)];
+    assert_eq!(
+        int8_linear_attention(
+            &[0; 4],
+            &[0; 6],
+            &[0; 6],
+            &mut [0; 4],
+            shape,
+            &params,
+            &mut scratch
+        ),
+        Err(Error::InvalidParameter) // causal needs lq == lk
+    );
+    let square = AttentionShape::single(3, 3, 2, 2);
+    assert!(matches!(
+        int8_linear_attention(
+            &[0; 6],
+            &[0; 6],
+            &[0; 6],
+            &mut [0; 6],
+            square,
+            &params,
+            &mut scratch[..3]
+        ),
+        Err(Error::ScratchTooSmall { .. })
+    ));
+    // Equal features: the causal mean of the values; zero inputs give φ = 1 exactly.
+    let mut out = [0i8; 6];
+    let mut scratch = vec![0i64; int8_linear_attention_scratch_len(square)];
+    int8_linear_attention(
+        &[0; 6],
+        &[0; 6],
+        &[10, -10, 20, 0, 60, 1],
+        &mut out,
+        square,
+        &params,
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(out, [10, -10, 15, -5, 30, -3]); // row 2: (10 + 20 + 60) / 3, (-10 + 0 + 1) / 3
+}

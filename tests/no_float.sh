@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # No float in the int8 kernels: links a throwaway firmware image for thumbv6m-none-eabi
 # (Cortex-M0, no FPU: every float operation would be a call into a soft-float routine) whose
-# only code path runs the int8 entry points (sdpa, MHA, dense, Luong, Bahdanau, requantize) with parameters built from raw integers
+# only code path runs the int8 entry points (sdpa, MHA, dense, Luong, Bahdanau, linear, requantize) with parameters built from raw integers
 # (`FixedMultiplier::from_raw`, `Int8SdpaParams::from_raw`), every score, mask term and bias
 # chosen at run time so nothing is optimized away. The linker keeps only reachable code
 # (--gc-sections), so a soft-float symbol in the image means the int8 path uses float.
@@ -45,9 +45,10 @@ cat >"$probe/src/lib.rs" <<'EOF'
 
 use core::ptr::{addr_of, read_volatile};
 use microattn::attention::int8::{
-    int8_additive_attention, int8_dense, int8_luong_attention, int8_mha, int8_sdpa,
-    Int8AdditiveParams, Int8Bias, Int8Dense, Int8Logits, Int8LuongParams, Int8LuongScore,
-    Int8MhaParams, Int8SdpaParams, Int8TanhMultipliers,
+    int8_additive_attention, int8_dense, int8_linear_attention, int8_luong_attention, int8_mha,
+    int8_sdpa, Int8AdditiveParams, Int8Bias, Int8Dense, Int8EluFeature,
+    Int8LinearAttentionParams, Int8Logits, Int8LuongParams, Int8LuongScore, Int8MhaParams,
+    Int8SdpaParams, Int8TanhMultipliers,
 };
 use microattn::attention::{AdditiveShape, AttentionShape, LuongShape};
 use microattn::mha::MhaShape;
@@ -137,7 +138,7 @@ pub fn probe() -> i32 {
     total + others(&params, q, k, v)
 }
 
-/// The other int8 entry points: dense, MHA, Luong, Bahdanau, chosen by `RAW[30]`.
+/// The other int8 entry points: dense, MHA, Luong, linear, Bahdanau, chosen by `RAW[30]`.
 fn others(attention: &Int8SdpaParams<'_>, x: &[i8], w: &[i8], v: &[i8]) -> i32 {
     let ms = [multiplier(1), multiplier(3), multiplier(5), multiplier(29)];
     let n = raw(31) as usize % 4 + 1;
@@ -179,6 +180,18 @@ fn others(attention: &Int8SdpaParams<'_>, x: &[i8], w: &[i8], v: &[i8]) -> i32 {
             let params = Int8LuongParams { score, out: ms[3], mask: attention.mask };
             let shape = LuongShape { l: dim(15), d: dim(16), dv: dim(17) };
             ok(int8_luong_attention(x, w, v, shape, &params, out, &mut weights, scratch))
+        }
+        3 => {
+            let feature = |i: usize| Int8EluFeature { positive: ms[i], negative: ms[i + 1] };
+            let params = Int8LinearAttentionParams {
+                causal: raw(12) != 0,
+                query: feature(0),
+                key: feature(1),
+                eps_q32: raw(13) as i64,
+                out: ms[3],
+            };
+            let shape = AttentionShape::multi_head(dim(15), dim(16), dim(17), dim(18), dim(19), dim(23));
+            ok(int8_linear_attention(x, w, v, out, shape, &params, scratch))
         }
         _ => {
             let params = Int8AdditiveParams {
@@ -266,4 +279,4 @@ if [ -n "$found" ]; then
   echo "no_float: FAIL (int8 entry points reference soft-float routines: $found)"
   exit 1
 fi
-echo "no_float: PASS (int8_sdpa, int8_mha, int8_dense, int8_luong_attention, int8_additive_attention, requantize for $target, $size-byte image: no soft-float symbol; control image has: $control)"
+echo "no_float: PASS (int8_sdpa, int8_mha, int8_dense, int8_luong_attention, int8_additive_attention, int8_linear_attention, requantize for $target, $size-byte image: no soft-float symbol; control image has: $control)"

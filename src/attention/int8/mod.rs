@@ -45,6 +45,7 @@ mod additive;
 mod bias;
 mod context;
 mod dense;
+mod linear;
 mod luong;
 mod mha;
 mod score;
@@ -56,6 +57,10 @@ pub use additive::{
 };
 pub use context::{Int8TanhMultipliers, WEIGHT_Q15_BITS};
 pub use dense::{int8_dense, Int8Dense, MAX_DENSE_IN};
+pub use linear::{
+    int8_linear_attention, int8_linear_attention_scratch_len, Int8EluFeature,
+    Int8LinearAttentionParams, MAX_LINEAR_D, MAX_LINEAR_L,
+};
 pub use luong::{
     int8_luong_attention, int8_luong_scratch_len, Int8LuongParams, Int8LuongScore,
     MAX_SINGLE_QUERY_D,

@@ -121,8 +121,8 @@ pub(crate) fn rescale(x: i64, factor: i64) -> i64 {
 /// normalized weighted sum of int8 values, requantized to the output scale. A `sum` of 0 (no
 /// key seen) writes zeros.
 ///
-/// Needs `sum >= 0`, `|acc[c]| <= 128·sum + 2^16` (true for a weighted sum of int8 values
-/// with Q16 weights summing to `sum`) and `sum < 2^47`.
+/// Exact for `|acc[c]| <= 128·sum + 2^16` (a weighted sum of int8 values with weights
+/// summing to `sum`); larger ratios saturate instead of overflowing.
 pub(crate) fn normalize_row(
     acc: &[i64],
     sum: i64,
@@ -151,7 +151,7 @@ pub(crate) fn normalize_row(
     // acc'/sum' · value = acc' · mr · 2^(shift - 54).
     let n = (54 - out_multiplier.shift()) as u32;
     for (o, &a) in out.iter_mut().zip(acc) {
-        *o = saturate_i8(round_shift(shift_down(a) * mr, n));
+        *o = saturate_i8(round_shift(shift_down(a).saturating_mul(mr), n));
     }
 }
 

@@ -45,6 +45,7 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         // i8 arms, one per op:
         ("sdpa", ElemType::I8) => int8::sdpa::run(case),
         ("mha", ElemType::I8) => int8::mha::run(case),
+        ("linear_attention", ElemType::I8) => int8::linear_attention::run(case),
         ("luong_attention", ElemType::I8) => int8::luong_attention::run(case),
         ("additive_attention", ElemType::I8) => int8::additive_attention::run(case),
         (op, ty) => Err(format!("op {op} not supported for type {ty}")),

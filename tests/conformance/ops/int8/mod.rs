@@ -3,6 +3,7 @@
 //! in for a kernel: scores, softmax and weighted sums run on the integer path.
 
 pub mod additive_attention;
+pub mod linear_attention;
 pub mod luong_attention;
 pub mod mha;
 pub mod sdpa;

@@ -74,7 +74,7 @@ pub fn run(case: &Case) -> Result<Outputs, String> {
 }
 
 /// The attention shape of 2-D (one head) or 3-D (heads) `q`, `k`, `v`.
-fn shape_of(q: &[usize], k: &[usize], v: &[usize]) -> Result<AttentionShape, String> {
+pub(super) fn shape_of(q: &[usize], k: &[usize], v: &[usize]) -> Result<AttentionShape, String> {
     let shape = match (q, k, v) {
         (&[lq, d], &[lk, dk], &[lkv, dv]) if d == dk && lk == lkv => {
             AttentionShape::single(lq, lk, d, dv)
