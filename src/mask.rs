@@ -198,25 +198,27 @@ const fn to_i64(x: usize) -> i64 {
     }
 }
 
-/// A position as a key index: negative positions clip to 0.
-fn to_index(x: i64) -> usize {
-    if x <= 0 {
-        0
-    } else {
-        usize::try_from(x).unwrap_or(usize::MAX)
-    }
-}
-
 /// The first run of keys allowed by `term` that starts at or after `from` (`from < lk`):
 /// `run.start >= from`, `run.end <= lk`, non-empty. Runs need not be maximal.
+///
+/// Positions and term parameters are compared as exact `i128` (a `usize` parameter and an
+/// `i64` position both fit), with saturating products: saturating a parameter to `i64`
+/// instead would change which keys a huge dilation, block or global position allows.
 fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range<usize>> {
-    let non_empty = |start: usize, end: usize| (start < end).then_some(start..end);
-    let is_global = |global: &[usize], x: i64| x >= 0 && global.iter().any(|&g| to_i64(g) == x);
+    let p = i128::from(p);
+    let (from_i, lk_i) = (from as i128, lk as i128);
+    // The keys of the exact range [start, end) that lie in [from, lk).
+    let clip = |start: i128, end: i128| {
+        let (start, end) = (start.max(from_i), end.min(lk_i));
+        // Both now lie in [0, lk], so the casts are exact.
+        (start < end).then(|| start as usize..end as usize)
+    };
+    let is_global = |global: &[usize], x: i128| global.iter().any(|&g| g as i128 == x);
     match *term {
-        MaskTerm::None => non_empty(from, lk),
-        MaskTerm::Causal => non_empty(from, to_index(p.saturating_add(1)).min(lk)),
-        MaskTerm::KeyPadding { valid } => non_empty(from, valid.min(lk)),
-        MaskTerm::Sliding { left, right } => window_run(p, left, right, from, lk),
+        MaskTerm::None => clip(from_i, lk_i),
+        MaskTerm::Causal => clip(from_i, p + 1),
+        MaskTerm::KeyPadding { valid } => clip(from_i, valid as i128),
+        MaskTerm::Sliding { left, right } => clip(p - left as i128, p + right as i128 + 1),
         MaskTerm::Dilated {
             left,
             right,
@@ -225,24 +227,21 @@ fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range
             if dilation == 0 {
                 return None;
             }
-            let r = to_i64(dilation);
+            let r = dilation as i128;
             let lowest = p
-                .saturating_sub(to_i64(left).saturating_mul(r))
-                .max(to_i64(from));
-            // Smallest j >= lowest with j ≡ p (mod r).
-            let step = (i128::from(p) - i128::from(lowest)).rem_euclid(i128::from(r));
-            let first = lowest.checked_add(i64::try_from(step).ok()?)?;
-            let last = p.saturating_add(to_i64(right).saturating_mul(r));
-            if first > last || to_index(first) >= lk {
+                .saturating_sub((left as i128).saturating_mul(r))
+                .max(from_i);
+            // Smallest j >= lowest with j ≡ p (mod r); lowest >= 0, so no overflow.
+            let first = lowest + (p - lowest).rem_euclid(r);
+            let last = p.saturating_add((right as i128).saturating_mul(r));
+            if first > last {
                 return None;
             }
-            let first = to_index(first);
-            let end = if r == 1 {
-                to_index(last.saturating_add(1)).min(lk)
+            if r == 1 {
+                clip(first, last + 1)
             } else {
-                first + 1
-            };
-            Some(first..end)
+                clip(first, first + 1)
+            }
         }
         MaskTerm::GlobalSliding {
             left,
@@ -250,9 +249,9 @@ fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range
             global,
         } => {
             if is_global(global, p) {
-                return non_empty(from, lk);
+                return clip(from_i, lk_i);
             }
-            let window = window_run(p, left, right, from, lk);
+            let window = clip(p - left as i128, p + right as i128 + 1);
             let first_global = global
                 .iter()
                 .copied()
@@ -274,28 +273,29 @@ fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range
             if block == 0 {
                 return None;
             }
-            let qb = p.div_euclid(to_i64(block));
+            let b = block as i128;
+            let qb = p.div_euclid(b);
             if is_global(global, qb) {
-                return non_empty(from, lk);
+                return clip(from_i, lk_i);
             }
-            let from_block = from / block;
-            let w = to_i64(window);
-            let (lo, hi) = (qb.saturating_sub(w), qb.saturating_add(w));
+            let from_block = from_i / b;
+            let w = window as i128;
+            let (lo, hi) = (qb - w, qb + w);
             // The first allowed key block at or after `from_block`, and the last block of the
             // run it starts.
-            let mut best: Option<(usize, usize)> = if hi < to_i64(from_block) {
+            let mut best: Option<(i128, i128)> = if hi < from_block {
                 None
             } else {
-                Some((from_block.max(to_index(lo)), to_index(hi)))
+                Some((from_block.max(lo), hi))
             };
             let extra = global
                 .iter()
-                .copied()
+                .map(|&g| g as i128)
                 .chain(
                     random
                         .iter()
-                        .filter(|&&(q, _)| to_i64(q) == qb)
-                        .map(|&(_, k)| k),
+                        .filter(|&&(q, _)| q as i128 == qb)
+                        .map(|&(_, k)| k as i128),
                 )
                 .filter(|&kb| kb >= from_block)
                 .min();
@@ -305,18 +305,12 @@ fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range
                 }
             }
             let (first_block, last_block) = best?;
-            let start = first_block.saturating_mul(block).max(from);
-            let end = last_block.saturating_add(1).saturating_mul(block).min(lk);
-            non_empty(start, end)
+            clip(
+                first_block.saturating_mul(b),
+                (last_block + 1).saturating_mul(b),
+            )
         }
     }
-}
-
-/// The part of the window `[p - left, p + right]` at or after `from`, clipped to `lk`.
-fn window_run(p: i64, left: usize, right: usize, from: usize, lk: usize) -> Option<Range<usize>> {
-    let start = to_index(p.saturating_sub(to_i64(left))).max(from);
-    let end = to_index(p.saturating_add(to_i64(right)).saturating_add(1)).min(lk);
-    (start < end).then_some(start..end)
 }
 
 /// Direct reading of the definition in `FORMAT.md` for one term.

@@ -1747,3 +1747,92 @@ fn every_error_displays() {
     assert!(texts[1].contains('3') && texts[1].contains('2'));
     assert!(texts[7].contains('5') && texts[7].contains('4'));
 }
+
+// ---------------------------------------------------------------------------------------
+// Masks at extreme parameters (fuzz regressions)
+
+#[test]
+fn mask_rows_match_the_definition_at_extreme_parameters() {
+    // Found by fuzz/sdpa: a dilation of usize::MAX was saturated to i64::MAX, so a query at
+    // position i64::MAX "saw" key 0 = i64::MAX - 1 · i64::MAX; block sizes and global
+    // positions past i64::MAX were saturated the same way.
+    let big = usize::MAX;
+    let global = [big, 3];
+    let terms = [
+        MaskTerm::Dilated {
+            left: big,
+            right: big,
+            dilation: big,
+        },
+        MaskTerm::Dilated {
+            left: 1,
+            right: 1,
+            dilation: big - 1,
+        },
+        MaskTerm::Dilated {
+            left: big,
+            right: 0,
+            dilation: 1 << 62,
+        },
+        MaskTerm::Sliding {
+            left: big,
+            right: 0,
+        },
+        MaskTerm::GlobalSliding {
+            left: 0,
+            right: 0,
+            global: &global,
+        },
+        MaskTerm::BlockSparse {
+            block: big,
+            window: 0,
+            global: &[],
+            random: &[],
+        },
+        MaskTerm::BlockSparse {
+            block: 1 << 62,
+            window: 1,
+            global: &[],
+            random: &[(1, 0)],
+        },
+    ];
+    for offset in [
+        i64::MAX - 1,
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+        -5,
+        0,
+        1 << 62,
+    ] {
+        for term in terms {
+            let t = [term];
+            let mask = Mask::new(&t).with_signed_offset(offset);
+            for row in 0..3 {
+                let got: Vec<usize> = mask.row(row, 12).flatten().collect();
+                let want: Vec<usize> = (0..12).filter(|&j| mask.allows(row, j)).collect();
+                assert_eq!(got, want, "{term:?} offset {offset} row {row}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cosine_of_a_tiny_and_a_huge_vector_is_near_zero() {
+    // Found by fuzz/sdpa: |k| overflows f32, so the rescaled cosine path runs, and it
+    // dropped the 1e-8 clamp of the tiny |q|: cos came out as -1 instead of ~-1e-12.
+    let p = SdpaParams {
+        score: Score::Cosine,
+        ..Default::default()
+    };
+    let out = sdpa1(
+        &[1e-20],
+        &[-f32::MAX, 1.0],
+        &[-2.75, 0.0],
+        AttentionShape::single(1, 2, 1, 1),
+        &p,
+    )
+    .unwrap();
+    // Both logits are within 1e-11 of 0: the mean of the values.
+    assert_near(&out, &[-1.375], 1e-6, "cosine");
+}

@@ -163,7 +163,9 @@ fn cosine_rescaled<E: Element>(q: &[E], k: &[E]) -> f32 {
         qq += a * a;
         kk += b * b;
     }
-    qk / sqrt(qq) / sqrt(kk)
+    // The norms' clamp at COSINE_EPS, in the divided units: a tiny vector against a huge
+    // one still has a cosine near 0, as in the plain formula.
+    qk / sqrt(qq).max(COSINE_EPS / mq) / sqrt(kk).max(COSINE_EPS / mk)
 }
 
 /// An additive bias on the logits that depends on the head and on the query and key positions.
