@@ -2049,3 +2049,105 @@ fn elu_feature_and_linear_errors() {
     .unwrap();
     assert_eq!(out, [10, -10, 15, -5, 30, -3]); // row 2: (10 + 20 + 60) / 3, (-10 + 0 + 1) / 3
 }
+
+#[test]
+fn fixed_tiers_equal_slice_tiers() {
+    use microattn::attention::int8::{
+        int8_additive_attention_fixed, int8_dense_fixed, int8_linear_attention_fixed,
+        int8_luong_concat_fixed, int8_luong_fixed,
+    };
+    let mut rng = Rng(61);
+    let mut arr = |n: usize| random_i8(&mut rng, n);
+    let (q, k, v, w, wc, vv) = (arr(6), arr(5 * 6), arr(5 * 3), arr(36), arr(4 * 12), arr(4));
+    let qf: [i8; 6] = q.clone().try_into().unwrap();
+    let kf: [[i8; 6]; 5] = core::array::from_fn(|j| k[j * 6..][..6].try_into().unwrap());
+    let vf: [[i8; 3]; 5] = core::array::from_fn(|j| v[j * 3..][..3].try_into().unwrap());
+    let out = FixedMultiplier::from_real(0.7).unwrap();
+    let padding = [MaskTerm::KeyPadding { valid: 4 }];
+    let mask = Mask::new(&padding);
+    let mut storage = [FixedMultiplier::ONE; 8];
+    let scores = [
+        Int8LuongScore::dot(0.01, 0.02).unwrap(),
+        Int8LuongScore::general(&w, 0.01, 0.005, 0.02).unwrap(),
+        Int8LuongScore::concat(
+            &wc,
+            &vv,
+            0.01,
+            0.02,
+            &[0.01, 0.02, 0.03, 0.04],
+            0.05,
+            &mut storage,
+        )
+        .unwrap(),
+    ];
+    let shape = LuongShape { l: 5, d: 6, dv: 3 };
+    for (i, score) in scores.into_iter().enumerate() {
+        let params = Int8LuongParams { score, out, mask };
+        let (mut c1, mut w1) = (vec![0i8; 3], vec![0i16; 5]);
+        let mut scratch = vec![0i64; int8_luong_scratch_len(shape, &score)];
+        int8_luong_attention(&q, &k, &v, shape, &params, &mut c1, &mut w1, &mut scratch).unwrap();
+        let (mut c2, mut w2) = ([0i8; 3], [0i16; 5]);
+        if i == 2 {
+            int8_luong_concat_fixed::<5, 6, 3, 4>(&qf, &kf, &vf, &params, &mut c2, &mut w2)
+                .unwrap();
+            assert_eq!(
+                int8_luong_fixed(&qf, &kf, &vf, &params, &mut c2, &mut w2),
+                Err(Error::InvalidParameter)
+            );
+        } else {
+            int8_luong_fixed(&qf, &kf, &vf, &params, &mut c2, &mut w2).unwrap();
+        }
+        assert_eq!((&c1[..], &w1[..]), (&c2[..], &w2[..]), "score {i}");
+        assert_eq!(w1[4], 0);
+    }
+
+    // Bahdanau with A = 4 hidden units over dq = dk = 6.
+    let (wq, wk) = (arr(24), arr(24));
+    let scales = Int8AdditiveScales {
+        query: 0.01,
+        keys: 0.02,
+        values: 0.03,
+        w_query: &[0.02],
+        w_key: &[0.01, 0.02, 0.03, 0.02],
+        v: 0.05,
+        context: 0.02,
+    };
+    let mut storage = [FixedMultiplier::ONE; 5];
+    let params = Int8AdditiveParams::new(&wq, &wk, &vv, scales, mask, &mut storage).unwrap();
+    let shape = AdditiveShape {
+        l: 5,
+        dq: 6,
+        dk: 6,
+        dv: 3,
+        a: 4,
+    };
+    let (mut c1, mut w1) = (vec![0i8; 3], vec![0i16; 5]);
+    let mut scratch = vec![0i64; int8_additive_scratch_len(shape)];
+    int8_additive_attention(&q, &k, &v, shape, &params, &mut c1, &mut w1, &mut scratch).unwrap();
+    let (mut c2, mut w2) = ([0i8; 3], [0i16; 5]);
+    int8_additive_attention_fixed::<5, 6, 6, 3, 4>(&qf, &kf, &vf, &params, &mut c2, &mut w2)
+        .unwrap();
+    assert_eq!((&c1[..], &w1[..]), (&c2[..], &w2[..]));
+
+    // Linear attention (causal) and a dense layer.
+    let params = Int8LinearAttentionParams::new(0.02, 0.02, 0.03, 0.02, true, 1e-6).unwrap();
+    let shape = AttentionShape::single(5, 5, 6, 3);
+    let mut o1 = vec![0i8; 15];
+    let mut scratch = vec![0i64; int8_linear_attention_scratch_len(shape)];
+    int8_linear_attention(&k, &k, &v, &mut o1, shape, &params, &mut scratch).unwrap();
+    let mut o2 = [[0i8; 3]; 5];
+    int8_linear_attention_fixed(&kf, &kf, &vf, &mut o2, &params).unwrap();
+    assert_eq!(o2.as_flattened(), &o1[..]);
+
+    let mults = [FixedMultiplier::from_real(0.01).unwrap()];
+    let layer = Int8Dense {
+        weight: &w[..18],
+        bias: None,
+        multipliers: &mults,
+    };
+    let mut y1 = vec![0i8; 15];
+    let p1 = int8_dense(&k, &layer, &mut y1, LinearShape::new(5, 6, 3)).unwrap();
+    let mut y2 = [[0i8; 3]; 5];
+    let p2 = int8_dense_fixed(&kf, &layer, &mut y2).unwrap();
+    assert_eq!((y2.as_flattened(), p2), (&y1[..], p1));
+}

@@ -104,6 +104,62 @@ pub fn int8_additive_attention(
     weights: &mut [i16],
     scratch: &mut [i64],
 ) -> Result<(), Error> {
+    validate(query, keys, values, shape, params, context, weights)?;
+    let needed = int8_additive_scratch_len(shape);
+    let found = scratch.len();
+    let all = scratch
+        .get_mut(..needed)
+        .ok_or(Error::ScratchTooSmall { needed, found })?;
+    let (pre, rest) = all.split_at_mut(shape.a);
+    let (z, acc) = rest.split_at_mut(shape.l);
+    run(
+        query, keys, values, shape, params, pre, z, acc, context, weights,
+    );
+    Ok(())
+}
+
+/// Fixed-size int8 Bahdanau attention (scratch on the stack: `8·(A + L + DV)` bytes).
+#[allow(clippy::too_many_arguments)]
+pub fn int8_additive_attention_fixed<
+    const L: usize,
+    const DQ: usize,
+    const DK: usize,
+    const DV: usize,
+    const A: usize,
+>(
+    query: &[i8; DQ],
+    keys: &[[i8; DK]; L],
+    values: &[[i8; DV]; L],
+    params: &Int8AdditiveParams<'_>,
+    context: &mut [i8; DV],
+    weights: &mut [i16; L],
+) -> Result<(), Error> {
+    let shape = AdditiveShape {
+        l: L,
+        dq: DQ,
+        dk: DK,
+        dv: DV,
+        a: A,
+    };
+    let (keys, values) = (keys.as_flattened(), values.as_flattened());
+    validate(query, keys, values, shape, params, context, weights)?;
+    let (mut pre, mut z, mut acc) = ([0i64; A], [0i64; L], [0i64; DV]);
+    run(
+        query, keys, values, shape, params, &mut pre, &mut z, &mut acc, context, weights,
+    );
+    Ok(())
+}
+
+/// Checks every shape and parameter of a Bahdanau call (integer only).
+fn validate(
+    query: &[i8],
+    keys: &[i8],
+    values: &[i8],
+    shape: AdditiveShape,
+    params: &Int8AdditiveParams<'_>,
+    context: &[i8],
+    weights: &[i16],
+) -> Result<(), Error> {
     let AdditiveShape { l, dq, dk, dv, a } = shape;
     nonzero(&[l, dq, dk, dv, a])?;
     check_len(query, dq)?;
@@ -123,13 +179,24 @@ pub fn int8_additive_attention(
     params.tanh.validate(a, dq, dk)?;
     FixedMultiplier::from_raw(params.out.multiplier(), params.out.shift())?;
     params.mask.validate()?;
-    let needed = int8_additive_scratch_len(shape);
-    let found = scratch.len();
-    let all = scratch
-        .get_mut(..needed)
-        .ok_or(Error::ScratchTooSmall { needed, found })?;
-    let (pre, rest) = all.split_at_mut(a);
-    let (z, acc) = rest.split_at_mut(l);
+    Ok(())
+}
+
+/// Scores, softmax and context on validated inputs.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    query: &[i8],
+    keys: &[i8],
+    values: &[i8],
+    shape: AdditiveShape,
+    params: &Int8AdditiveParams<'_>,
+    pre: &mut [i64],
+    z: &mut [i64],
+    acc: &mut [i64],
+    context: &mut [i8],
+    weights: &mut [i16],
+) {
+    let AdditiveShape { dq, dk, .. } = shape;
     for (i, (p, w_row)) in pre
         .iter_mut()
         .zip(params.w_query.chunks_exact(dq))
@@ -155,5 +222,4 @@ pub fn int8_additive_attention(
         )
     });
     softmax_context(z, values, acc, params.out, context, weights);
-    Ok(())
 }

@@ -174,6 +174,20 @@ pub fn int8_dense(
     ))
 }
 
+/// Fixed-size [`int8_dense`]: `ROWS` inputs of `IN` features to `OUT` features.
+pub fn int8_dense_fixed<const ROWS: usize, const IN: usize, const OUT: usize>(
+    x: &[[i8; IN]; ROWS],
+    layer: &Int8Dense<'_>,
+    y: &mut [[i8; OUT]; ROWS],
+) -> Result<i64, Error> {
+    int8_dense(
+        x.as_flattened(),
+        layer,
+        y.as_flattened_mut(),
+        LinearShape::new(ROWS, IN, OUT),
+    )
+}
+
 /// The dense layer on validated shapes; returns the peak `|y|` before saturation.
 pub(crate) fn dense_rows(
     x: &[i8],

@@ -142,19 +142,73 @@ pub fn int8_linear_attention(
     params: &Int8LinearAttentionParams,
     scratch: &mut [i64],
 ) -> Result<(), Error> {
+    validate(q, k, v, out, shape, params)?;
+    let needed = int8_linear_attention_scratch_len(shape);
+    let found = scratch.len();
+    let all = scratch
+        .get_mut(..needed)
+        .ok_or(Error::ScratchTooSmall { needed, found })?;
+    let (s, rest) = all.split_at_mut(product(&[shape.d, shape.dv])?);
+    let (z, rest) = rest.split_at_mut(shape.d);
+    let (phi_q, acc) = rest.split_at_mut(shape.d);
+    run(q, k, v, out, shape, params, s, z, phi_q, acc);
+    Ok(())
+}
+
+/// Fixed-size single-head int8 linear attention; the state lives on the stack
+/// (`8·(D·DV + 2·D + DV)` bytes).
+pub fn int8_linear_attention_fixed<
+    const LQ: usize,
+    const LK: usize,
+    const D: usize,
+    const DV: usize,
+>(
+    q: &[[i8; D]; LQ],
+    k: &[[i8; D]; LK],
+    v: &[[i8; DV]; LK],
+    out: &mut [[i8; DV]; LQ],
+    params: &Int8LinearAttentionParams,
+) -> Result<(), Error> {
+    let shape = AttentionShape::single(LQ, LK, D, DV);
+    let (q, k, v, out) = (
+        q.as_flattened(),
+        k.as_flattened(),
+        v.as_flattened(),
+        out.as_flattened_mut(),
+    );
+    validate(q, k, v, out, shape, params)?;
+    let mut s = [[0i64; DV]; D];
+    let (mut z, mut phi_q, mut acc) = ([0i64; D], [0i64; D], [0i64; DV]);
+    run(
+        q,
+        k,
+        v,
+        out,
+        shape,
+        params,
+        s.as_flattened_mut(),
+        &mut z,
+        &mut phi_q,
+        &mut acc,
+    );
+    Ok(())
+}
+
+/// Checks every shape and parameter (integer only).
+fn validate(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &[i8],
+    shape: AttentionShape,
+    params: &Int8LinearAttentionParams,
+) -> Result<(), Error> {
     let (q_len, k_len, v_len, out_len) = shape.lengths()?;
     check_len(q, q_len)?;
     check_len(k, k_len)?;
     check_len(v, v_len)?;
     check_len(out, out_len)?;
-    let AttentionShape {
-        heads,
-        kv_heads,
-        lq,
-        lk,
-        d,
-        dv,
-    } = shape;
+    let AttentionShape { lq, lk, d, .. } = shape;
     if (params.causal && lq != lk) || d > MAX_LINEAR_D || lk > MAX_LINEAR_L {
         return Err(Error::InvalidParameter);
     }
@@ -164,15 +218,31 @@ pub fn int8_linear_attention(
     if !(0..=1i64 << 62).contains(&params.eps_q32) {
         return Err(Error::InvalidScale);
     }
-    let needed = int8_linear_attention_scratch_len(shape);
-    let found = scratch.len();
-    let all = scratch
-        .get_mut(..needed)
-        .ok_or(Error::ScratchTooSmall { needed, found })?;
-    let (s, rest) = all.split_at_mut(product(&[d, dv])?);
-    let (z, rest) = rest.split_at_mut(d);
-    let (phi_q, acc) = rest.split_at_mut(d);
+    Ok(())
+}
 
+/// Every head on validated inputs: `s` is `d·dv`, `z` and `phi_q` `d`, `acc` `dv`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    shape: AttentionShape,
+    params: &Int8LinearAttentionParams,
+    s: &mut [i64],
+    z: &mut [i64],
+    phi_q: &mut [i64],
+    acc: &mut [i64],
+) {
+    let AttentionShape {
+        heads,
+        kv_heads,
+        lq,
+        lk,
+        d,
+        dv,
+    } = shape;
     let group = heads / kv_heads;
     for (h, (q_h, out_h)) in q
         .chunks_exact(lq * d)
@@ -202,7 +272,6 @@ pub fn int8_linear_attention(
             normalize_row(acc, den, params.out, out_row);
         }
     }
-    Ok(())
 }
 
 /// `S += φ(k_j) v_jᵀ`, `z += φ(k_j)` for the keys in `range`.

@@ -165,6 +165,81 @@ pub fn int8_luong_attention(
     weights: &mut [i16],
     scratch: &mut [i64],
 ) -> Result<(), Error> {
+    validate(query, keys, values, shape, params, context, weights)?;
+    let LuongShape { l, d, .. } = shape;
+    let needed = int8_luong_scratch_len(shape, &params.score);
+    let found = scratch.len();
+    let all = scratch
+        .get_mut(..needed)
+        .ok_or(Error::ScratchTooSmall { needed, found })?;
+    let (pre, rest) = all.split_at_mut(params.score.pre_len(d));
+    let (z, acc) = rest.split_at_mut(l);
+    run(
+        query, keys, values, d, params, pre, z, acc, context, weights,
+    );
+    Ok(())
+}
+
+/// Fixed-size int8 Luong `dot` or `general` attention (scratch on the stack: `8·(D + L +
+/// DV)` bytes). `concat` needs [`int8_luong_concat_fixed`]; passing it here is
+/// [`Error::InvalidParameter`].
+pub fn int8_luong_fixed<const L: usize, const D: usize, const DV: usize>(
+    query: &[i8; D],
+    keys: &[[i8; D]; L],
+    values: &[[i8; DV]; L],
+    params: &Int8LuongParams<'_>,
+    context: &mut [i8; DV],
+    weights: &mut [i16; L],
+) -> Result<(), Error> {
+    if let Int8LuongScore::Concat { .. } = params.score {
+        return Err(Error::InvalidParameter);
+    }
+    let shape = LuongShape { l: L, d: D, dv: DV };
+    let (keys, values) = (keys.as_flattened(), values.as_flattened());
+    validate(query, keys, values, shape, params, context, weights)?;
+    let (mut pre, mut z, mut acc) = ([0i64; D], [0i64; L], [0i64; DV]);
+    let pre = &mut pre[..params.score.pre_len(D)];
+    run(
+        query, keys, values, D, params, pre, &mut z, &mut acc, context, weights,
+    );
+    Ok(())
+}
+
+/// Fixed-size int8 Luong `concat` attention with `A` hidden units: `params.score` must be
+/// [`Int8LuongScore::Concat`] with `v` of `A` elements ([`Error::InvalidParameter`] or a
+/// length error otherwise).
+pub fn int8_luong_concat_fixed<const L: usize, const D: usize, const DV: usize, const A: usize>(
+    query: &[i8; D],
+    keys: &[[i8; D]; L],
+    values: &[[i8; DV]; L],
+    params: &Int8LuongParams<'_>,
+    context: &mut [i8; DV],
+    weights: &mut [i16; L],
+) -> Result<(), Error> {
+    let Int8LuongScore::Concat { v, .. } = params.score else {
+        return Err(Error::InvalidParameter);
+    };
+    check_len(v, A)?;
+    let shape = LuongShape { l: L, d: D, dv: DV };
+    let (keys, values) = (keys.as_flattened(), values.as_flattened());
+    validate(query, keys, values, shape, params, context, weights)?;
+    let (mut pre, mut z, mut acc) = ([0i64; A], [0i64; L], [0i64; DV]);
+    run(
+        query, keys, values, D, params, &mut pre, &mut z, &mut acc, context, weights,
+    );
+    Ok(())
+}
+
+/// Checks every shape and parameter of a Luong call (integer only).
+fn validate(
+    query: &[i8],
+    keys: &[i8],
+    values: &[i8],
+    shape: LuongShape,
+    params: &Int8LuongParams<'_>,
+    context: &[i8],
+    weights: &[i16],
+) -> Result<(), Error> {
     let LuongShape { l, d, dv } = shape;
     nonzero(&[l, d, dv])?;
     check_len(query, d)?;
@@ -197,14 +272,24 @@ pub fn int8_luong_attention(
     }
     FixedMultiplier::from_raw(params.out.multiplier(), params.out.shift())?;
     params.mask.validate()?;
-    let needed = int8_luong_scratch_len(shape, &params.score);
-    let found = scratch.len();
-    let all = scratch
-        .get_mut(..needed)
-        .ok_or(Error::ScratchTooSmall { needed, found })?;
-    let (pre, rest) = all.split_at_mut(params.score.pre_len(d));
-    let (z, acc) = rest.split_at_mut(l);
+    Ok(())
+}
 
+/// Scores, softmax and context on validated inputs; `pre`, `z`, `acc` sized as
+/// [`int8_luong_scratch_len`] splits them.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    query: &[i8],
+    keys: &[i8],
+    values: &[i8],
+    d: usize,
+    params: &Int8LuongParams<'_>,
+    pre: &mut [i64],
+    z: &mut [i64],
+    acc: &mut [i64],
+    context: &mut [i8],
+    weights: &mut [i16],
+) {
     match params.score {
         Int8LuongScore::Dot { logit } => score_allowed(&params.mask, z, keys, d, |k| {
             logit.mul_round(super::score::dot(query, k))
@@ -239,5 +324,4 @@ pub fn int8_luong_attention(
         }
     }
     softmax_context(z, values, acc, params.out, context, weights);
-    Ok(())
 }

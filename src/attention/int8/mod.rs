@@ -72,20 +72,20 @@ mod sdpa;
 mod softmax;
 
 pub use additive::{
-    int8_additive_attention, int8_additive_scratch_len, Int8AdditiveParams, Int8AdditiveScales,
+    int8_additive_attention, int8_additive_attention_fixed, int8_additive_scratch_len,
+    Int8AdditiveParams, Int8AdditiveScales,
 };
+pub use bias::{Int8Bias, ALIBI_MAX_DISTANCE};
 pub use context::{Int8TanhMultipliers, WEIGHT_Q15_BITS};
-pub use dense::{int8_dense, Int8Dense, MAX_DENSE_IN};
+pub use dense::{int8_dense, int8_dense_fixed, Int8Dense, MAX_DENSE_IN};
 pub use linear::{
-    int8_linear_attention, int8_linear_attention_scratch_len, Int8EluFeature,
-    Int8LinearAttentionParams, MAX_LINEAR_D, MAX_LINEAR_L,
+    int8_linear_attention, int8_linear_attention_fixed, int8_linear_attention_scratch_len,
+    Int8EluFeature, Int8LinearAttentionParams, MAX_LINEAR_D, MAX_LINEAR_L,
 };
 pub use luong::{
-    int8_luong_attention, int8_luong_scratch_len, Int8LuongParams, Int8LuongScore,
-    MAX_SINGLE_QUERY_D,
+    int8_luong_attention, int8_luong_concat_fixed, int8_luong_fixed, int8_luong_scratch_len,
+    Int8LuongParams, Int8LuongScore, MAX_SINGLE_QUERY_D,
 };
-
-pub use bias::{Int8Bias, ALIBI_MAX_DISTANCE};
 pub use mha::{int8_mha, int8_mha_acc_len, int8_mha_scratch_len, Int8MhaParams, Int8MhaStats};
 pub use score::{Int8Logits, L1_WEIGHT_BITS, MAX_D, MAX_LOGIT};
 pub use sdpa::{
