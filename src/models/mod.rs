@@ -24,9 +24,11 @@
 //! # Ok::<(), microattn::models::ModelError>(())
 //! ```
 
+pub mod bert;
 pub mod generate;
 pub mod llama2;
 pub mod q8;
+pub mod safetensors;
 pub mod sampler;
 pub mod tokenizer;
 
