@@ -2151,3 +2151,191 @@ fn fixed_tiers_equal_slice_tiers() {
     let p2 = int8_dense_fixed(&kf, &layer, &mut y2).unwrap();
     assert_eq!((y2.as_flattened(), p2), (&y1[..], p1));
 }
+
+/// Random shapes, data and raw integer parameters (any valid `FixedMultiplier`, any slopes,
+/// T5 tables and thresholds) through every int8 kernel: `Ok` or `Err`, never a panic (in a
+/// debug build this includes every arithmetic overflow check).
+#[test]
+fn random_raw_parameters_never_panic() {
+    use microattn::attention::int8::Int8TanhMultipliers;
+    let mut rng = Rng(71);
+    let mut m = |rng: &mut Rng| {
+        let mult = (rng.next_u64() as u32 >> rng.i32_in(1, 31)).max(1) as i32;
+        FixedMultiplier::from_raw(mult, rng.i32_in(-32, 31) as i32).unwrap()
+    };
+    let extreme = |rng: &mut Rng, n: usize| -> Vec<i8> {
+        (0..n)
+            .map(|_| match rng.next_u64() % 4 {
+                0 => -128,
+                1 => 127,
+                _ => rng.next_u64() as i8,
+            })
+            .collect()
+    };
+    let mut ok = [0usize; 5];
+    for iteration in 0..400 {
+        let dim = |rng: &mut Rng| rng.i32_in(1, 9) as usize;
+        let (heads, lq, lk, d, dv) = (
+            dim(&mut rng),
+            dim(&mut rng),
+            dim(&mut rng),
+            dim(&mut rng),
+            dim(&mut rng),
+        );
+        let kv_heads = if rng.next_u64() % 2 == 0 { heads } else { 1 };
+        let shape = AttentionShape::multi_head(heads, kv_heads, lq, lk, d, dv);
+        let q = extreme(&mut rng, heads * lq * d);
+        let k = extreme(&mut rng, kv_heads * lk * d);
+        let v = extreme(&mut rng, kv_heads * lk * dv);
+        let slopes: Vec<i32> = (0..heads).map(|_| rng.next_u64() as i32).collect();
+        let table: Vec<i32> = (0..heads * 8).map(|_| rng.next_u64() as i32).collect();
+        let thresholds = [rng.i32_in(0, 5) as u32, u32::MAX];
+        let bias = match iteration % 3 {
+            0 => Int8Bias::None,
+            1 => Int8Bias::Alibi { slopes: &slopes },
+            _ => Int8Bias::T5 {
+                bidirectional: false,
+                num_buckets: 8,
+                table: &table,
+                thresholds: &thresholds[..],
+            },
+        };
+        let logits = match iteration % 4 {
+            0 => Int8Logits::Dot { logit: m(&mut rng) },
+            1 => Int8Logits::Cosine { logit: m(&mut rng) },
+            2 => Int8Logits::NegSqL2 {
+                cross: m(&mut rng),
+                key: m(&mut rng),
+            },
+            _ => Int8Logits::NegL1 {
+                q_weight: rng.i32_in(0, 1 << 15) as i32,
+                k_weight: rng.i32_in(0, 1 << 15) as i32,
+                logit: m(&mut rng),
+            },
+        };
+        let terms = [MaskTerm::Sliding {
+            left: rng.i32_in(0, 4) as usize,
+            right: rng.i32_in(0, 4) as usize,
+        }];
+        let offset = rng.i32_in(-20, 20);
+        let mask = if iteration % 2 == 0 {
+            Mask::NONE
+        } else {
+            Mask::new(&terms).with_signed_offset(offset)
+        };
+        let params = Int8SdpaParams::from_raw(logits, m(&mut rng), mask, bias);
+        let mut out = vec![0i8; heads * lq * dv];
+        ok[0] +=
+            int8_sdpa(&q, &k, &v, &mut out, shape, &params, &mut vec![0i64; dv]).is_ok() as usize;
+
+        let lin = Int8LinearAttentionParams {
+            causal: lq == lk && iteration % 2 == 0,
+            query: Int8EluFeature {
+                positive: m(&mut rng),
+                negative: m(&mut rng),
+            },
+            key: Int8EluFeature {
+                positive: m(&mut rng),
+                negative: m(&mut rng),
+            },
+            eps_q32: rng.i32_in(0, 1 << 40),
+            out: m(&mut rng),
+        };
+        ok[1] += int8_linear_attention(
+            &q,
+            &k,
+            &v,
+            &mut out,
+            shape,
+            &lin,
+            &mut vec![0i64; int8_linear_attention_scratch_len(shape)],
+        )
+        .is_ok() as usize;
+
+        let ms: Vec<FixedMultiplier> = (0..dv).map(|_| m(&mut rng)).collect();
+        let bias_i32: Vec<i32> = (0..dv).map(|_| rng.next_u64() as i32).collect();
+        let layer = Int8Dense {
+            weight: &v[..dv * d.min(lk)],
+            bias: Some(&bias_i32),
+            multipliers: &ms,
+        };
+        ok[2] += int8_dense(
+            &q[..d.min(lk)],
+            &layer,
+            &mut out[..dv],
+            LinearShape::new(1, d.min(lk), dv),
+        )
+        .is_ok() as usize;
+
+        let tanh_ms: Vec<FixedMultiplier> = (0..2).map(|_| m(&mut rng)).collect();
+        let luong_score = match iteration % 3 {
+            0 => Int8LuongScore::Dot { logit: m(&mut rng) },
+            1 => Int8LuongScore::General {
+                w: &q[..(d * d).min(q.len())],
+                logit: m(&mut rng),
+            },
+            _ => Int8LuongScore::Concat {
+                w: &k[..(2 * d).min(k.len())],
+                v: &v[..1],
+                tanh: Int8TanhMultipliers {
+                    query: &tanh_ms[..1],
+                    key: &tanh_ms[1..],
+                },
+                logit: m(&mut rng),
+            },
+        };
+        let lp = Int8LuongParams {
+            score: luong_score,
+            out: m(&mut rng),
+            mask,
+        };
+        let luong_shape = LuongShape { l: lk, d, dv };
+        let mut weights = vec![0i16; lk];
+        let mut scratch = vec![0i64; int8_luong_scratch_len(luong_shape, &luong_score)];
+        ok[3] += int8_luong_attention(
+            &q[..d],
+            &k[..lk * d],
+            &v[..lk * dv],
+            luong_shape,
+            &lp,
+            &mut out[..dv],
+            &mut weights,
+            &mut scratch,
+        )
+        .is_ok() as usize;
+
+        let ap = Int8AdditiveParams {
+            w_query: &q[..d],
+            w_key: &k[..d],
+            v: &v[..1],
+            tanh: Int8TanhMultipliers {
+                query: &tanh_ms[..1],
+                key: &tanh_ms[1..],
+            },
+            logit: m(&mut rng),
+            out: m(&mut rng),
+            mask,
+        };
+        let add_shape = AdditiveShape {
+            l: lk,
+            dq: d,
+            dk: d,
+            dv,
+            a: 1,
+        };
+        let mut scratch = vec![0i64; int8_additive_scratch_len(add_shape)];
+        ok[4] += int8_additive_attention(
+            &q[..d],
+            &k[..lk * d],
+            &v[..lk * dv],
+            add_shape,
+            &ap,
+            &mut out[..dv],
+            &mut weights,
+            &mut scratch,
+        )
+        .is_ok() as usize;
+    }
+    println!("calls that ran (of 400): {ok:?}");
+    assert!(ok.iter().all(|&n| n >= 40), "{ok:?}");
+}
