@@ -2159,7 +2159,7 @@ fn fixed_tiers_equal_slice_tiers() {
 fn random_raw_parameters_never_panic() {
     use microattn::attention::int8::Int8TanhMultipliers;
     let mut rng = Rng(71);
-    let mut m = |rng: &mut Rng| {
+    let m = |rng: &mut Rng| {
         let mult = (rng.next_u64() as u32 >> rng.i32_in(1, 31)).max(1) as i32;
         FixedMultiplier::from_raw(mult, rng.i32_in(-32, 31) as i32).unwrap()
     };
