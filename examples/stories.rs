@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example stories -- [--prompt TEXT] [--steps N] [--temperature T]
 //!     [--topp P] [--seed S] [--int8] [--group G] [--checkpoint FILE] [--tokenizer FILE]
-//!     [--write-q8 FILE]
+//!     [--write-q8 FILE] [--print-ids]
 //! ```
 //!
 //! Defaults as `run.c`: 256 steps, temperature 1.0, top-p 0.9, the time as seed. The model
@@ -13,7 +13,9 @@
 //! `--int8` quantizes the weights to int8 in groups of `G` (default 32) inputs per row and
 //! runs the int8 path (int8 matmuls, int8 KV cache with scales calibrated on 256 tokens the
 //! f32 model samples itself, int8 attention); `--write-q8 FILE` also saves that int8 model
-//! for firmware (`Llama2Q8::from_bytes`).
+//! for firmware (`Llama2Q8::from_bytes`). `--print-ids` ends stdout with a line `ids: 1 403
+//! ...`: every token of the sequence (BOS, the prompt, the generated tokens), which
+//! `scripts/qemu-stories` compares with the firmware's.
 
 use microattn::models::generate::Generation;
 use microattn::models::llama2::{Llama2, RunState};
@@ -40,11 +42,13 @@ struct Options {
     checkpoint: Option<String>,
     tokenizer: Option<String>,
     write_q8: Option<String>,
+    print_ids: bool,
 }
 
 fn usage() -> String {
     "usage: stories [--prompt TEXT] [--steps N] [--temperature T] [--topp P] [--seed S] \
-     [--int8] [--group G] [--checkpoint FILE] [--tokenizer FILE] [--write-q8 FILE]"
+     [--int8] [--group G] [--checkpoint FILE] [--tokenizer FILE] [--write-q8 FILE] \
+     [--print-ids]"
         .to_owned()
 }
 
@@ -60,11 +64,16 @@ fn parse_args() -> Result<Options, String> {
         checkpoint: None,
         tokenizer: None,
         write_q8: None,
+        print_ids: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--int8" {
             o.int8 = true;
+            continue;
+        }
+        if flag == "--print-ids" {
+            o.print_ids = true;
             continue;
         }
         if flag == "-h" || flag == "--help" {
@@ -203,6 +212,7 @@ fn run(o: &Options) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut start: Option<Instant> = None;
+    let mut ids = vec![prompt[0]];
     while let Some((token, pos)) = generation.input() {
         let logits = engine.forward(token, pos).map_err(|e| e.to_string())?;
         let Some(step) = generation
@@ -211,6 +221,7 @@ fn run(o: &Options) -> Result<(), String> {
         else {
             break;
         };
+        ids.push(step.next);
         out.write_all(printable(tokenizer.decode(step.prev, step.next)))
             .and_then(|()| out.flush())
             .map_err(|e| e.to_string())?;
@@ -218,6 +229,10 @@ fn run(o: &Options) -> Result<(), String> {
         start.get_or_insert_with(Instant::now);
     }
     writeln!(out).map_err(|e| e.to_string())?;
+    if o.print_ids {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        writeln!(out, "ids: {}", ids.join(" ")).map_err(|e| e.to_string())?;
+    }
     let pos = generation.pos();
     if let (Some(start), true) = (start, pos > 1) {
         let seconds = start.elapsed().as_secs_f64();
