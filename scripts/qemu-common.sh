@@ -46,12 +46,34 @@ build_firmware() {
     [ -z "$TARGET_CPU" ] || flags="-C target-cpu=$TARGET_CPU"
     (cd "$targets" && RUSTFLAGS="$flags" cargo build --quiet --release --target "$TARGET" \
         --features "$machine" --bins) || return 1
-    cp "$targets/target/$TARGET/release/conformance" "$targets/target/$TARGET/release/demo" "$ELF_DIR/"
+    local bin
+    for bin in conformance bench demo; do
+        cp "$targets/target/$TARGET/release/$bin" "$ELF_DIR/"
+    done
+}
+
+# Prints the path of an LLVM tool (llvm-objdump, llvm-nm, llvm-size) matching rustc's LLVM,
+# from rustup's llvm-tools component (installed when missing).
+llvm_tool() {
+    local bin
+    bin="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/$1"
+    if [ ! -x "$bin" ]; then
+        rustup component add llvm-tools >/dev/null 2>&1 || true
+    fi
+    if [ -x "$bin" ]; then
+        echo "$bin"
+    elif command -v "$1" >/dev/null 2>&1; then
+        command -v "$1"
+    else
+        echo "no $1 (rustup component add llvm-tools)" >&2
+        return 1
+    fi
 }
 
 # run_qemu MACHINE ELF TIMEOUT [ARG...]: runs ELF under QEMU with semihosting and decodes its
 # defmt output with defmt-print; the exit status is the firmware's (0 success, 1
-# failure/panic/fault), 124 on timeout, or defmt-print's if decoding failed.
+# failure/panic/fault), 124 on timeout, or defmt-print's if decoding failed. Extra QEMU
+# options come from $QEMU_EXTRA_ARGS (e.g. "-icount shift=0").
 run_qemu() {
     local machine="$1" elf="$2" limit="$3"
     shift 3
@@ -59,8 +81,9 @@ run_qemu() {
     local semi="enable=on,target=native,arg=$(basename "$elf")"
     for a in "$@"; do semi="$semi,arg=$a"; done
     local status
+    # shellcheck disable=SC2086 # word splitting of the extra options is intended
     timeout "$limit" qemu-system-arm -machine "$QEMU_MACHINE" -cpu "$QEMU_CPU" -nographic \
-        -monitor none -serial none -semihosting-config "$semi" -kernel "$elf" |
+        -monitor none -serial none ${QEMU_EXTRA_ARGS:-} -semihosting-config "$semi" -kernel "$elf" |
         defmt-print -e "$elf" --log-format "{s}"
     status=("${PIPESTATUS[@]}")
     [ "${status[0]}" -eq 0 ] || return "${status[0]}"

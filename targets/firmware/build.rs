@@ -1,5 +1,6 @@
-//! Picks the machine's `memory.x` and turns the project's conformance cases into Rust
-//! statics (`$OUT_DIR/cases.rs`) that the `conformance` firmware runs on target.
+//! Picks the machine's `memory.x`, turns the project's conformance cases into Rust
+//! statics (`$OUT_DIR/cases.rs`) that the `conformance` firmware runs on target, and plans the
+//! `bench` firmware (`$OUT_DIR/bench_plan.rs` and its input pools `$OUT_DIR/pool_*.bin`).
 //!
 //! Cases come from `tests/conformance/cases/*.json` of the project, or exactly
 //! `$MICROATTN_CONFORMANCE_DIR/*.json` when that is set (as the host runner). Only the cases
@@ -65,6 +66,131 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dir.display());
     let code = generate(&dir, flash_budget, ram_budget);
     fs::write(out.join("cases.rs"), code).expect("write cases.rs");
+
+    let &(_, bench_flash, bench_ram) = BENCH_BUDGETS
+        .iter()
+        .find(|(name, _, _)| *name == machine)
+        .expect("bench budget for every machine");
+    bench_plan(&out, bench_flash, bench_ram);
+}
+
+/// Bench budgets per machine: bytes of flash for the input pools (inputs are read-only, so
+/// they live in flash), bytes of RAM for the output and scratch of one run.
+const BENCH_BUDGETS: &[(&str, usize, usize)] = &[
+    ("mps2-an385", 3 << 20, 3 << 20),
+    ("mps2-an386", 3 << 20, 3 << 20),
+    ("mps2-an500", 3 << 20, 3 << 20),
+    ("mps2-an505", 3 << 20, 3 << 20),
+    // ITCM 512 KiB holds code (~70 KiB) and pools; DTCM 512 KiB.
+    ("mps3-an547", 420 << 10, 400 << 10),
+    // 256 KiB flash (~60 KiB of code), 16 KiB RAM (stack and statics need ~5 KiB).
+    ("microbit", 150 << 10, 10 << 10),
+];
+
+/// Benchmark shapes `(lq, lk, d, dv)`, in output order.
+const BENCH_SHAPES: [(usize, usize, usize, usize); 4] = [
+    (128, 128, 64, 64),
+    (256, 256, 64, 64),
+    (64, 64, 32, 32),
+    (1, 256, 64, 64),
+];
+
+/// Element types: name, bytes per element, scratch bytes per output column.
+const BENCH_TYPES: [(&str, usize, usize); 3] = [("f32", 4, 0), ("i8", 1, 8), ("f16", 2, 4)];
+
+/// Which (type, shape) runs fit this machine, and the input pools they read.
+///
+/// Each type has one pool of pseudo-random inputs in flash, large enough for the biggest
+/// shape of that type that runs: `q`, `k` and `v` are consecutive slices of it. Types are
+/// planned in the order i8, f16, f32 (smallest elements first), shapes in order; a run is
+/// left out when its output and scratch exceed the RAM budget or growing its pool would
+/// exceed the flash budget.
+fn bench_plan(out: &Path, flash_budget: usize, ram_budget: usize) {
+    let mut pool = [0usize; 3]; // elements per type
+    let mut fits: [[Option<String>; 4]; 3] = Default::default();
+    let mut arena = 8usize;
+    for ti in [1, 2, 0] {
+        let (_, elem, scratch_per_dv) = BENCH_TYPES[ti];
+        for (si, &(lq, lk, d, dv)) in BENCH_SHAPES.iter().enumerate() {
+            let ram = lq * dv * elem + dv * scratch_per_dv;
+            let need = lq * d + lk * d + lk * dv;
+            let mut grown = pool;
+            grown[ti] = grown[ti].max(need);
+            let flash: usize = grown.iter().zip(BENCH_TYPES).map(|(n, t)| n * t.1).sum();
+            if ram > ram_budget {
+                fits[ti][si] = Some(format!(
+                    "output+scratch need {ram} B of RAM, this machine's bench budget is {ram_budget} B"
+                ));
+            } else if flash > flash_budget {
+                fits[ti][si] = Some(format!(
+                    "inputs need {} B of flash: with the other pools {flash} B, this machine's bench budget is {flash_budget} B",
+                    need * elem
+                ));
+            } else {
+                pool = grown;
+                // Output first, scratch after it at an 8-byte boundary.
+                arena = arena.max((lq * dv * elem).next_multiple_of(8) + dv * scratch_per_dv);
+            }
+        }
+    }
+    let mut src = String::from(
+        "/// Every benchmark run: (type, lq, lk, d, dv, why it is left out or None).\n\
+         pub static PLAN: &[(Ty, usize, usize, usize, usize, Option<&str>)] = &[\n",
+    );
+    for (si, &(lq, lk, d, dv)) in BENCH_SHAPES.iter().enumerate() {
+        for (ti, (name, _, _)) in BENCH_TYPES.iter().enumerate() {
+            let ty = match *name {
+                "f32" => "Ty::F32",
+                "i8" => "Ty::I8",
+                _ => "Ty::F16",
+            };
+            let _ = writeln!(
+                src,
+                "    ({ty}, {lq}, {lk}, {d}, {dv}, {:?}),",
+                fits[ti][si]
+            );
+        }
+    }
+    src.push_str("];\n");
+    for (ti, name) in ["F32", "I8", "F16"].iter().enumerate() {
+        let _ = writeln!(
+            src,
+            "/// Elements of the {name} input pool.\npub const POOL_{name}: usize = {};",
+            pool[ti].max(1)
+        );
+    }
+    let _ = writeln!(
+        src,
+        "/// Bytes of RAM for the output and scratch of the largest run.\npub const ARENA: usize = {arena};"
+    );
+    fs::write(out.join("bench_plan.rs"), src).expect("write bench_plan.rs");
+
+    // Inputs uniform in [-1, 1] on a grid of 1/127 (xorshift32, fixed seed): the i8 pool is
+    // exactly 127 x the f32 pool, the f16 pool its f16 rounding.
+    let n = pool.iter().copied().max().unwrap_or(0).max(1);
+    let mut state = 0x2545_f491u32;
+    let mut steps = Vec::with_capacity(n);
+    for _ in 0..n {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        steps.push((state % 255) as i32 - 127);
+    }
+    let f32s: Vec<u8> = steps[..pool[0].max(1)]
+        .iter()
+        .flat_map(|&s| (s as f32 / 127.0).to_le_bytes())
+        .collect();
+    let i8s: Vec<u8> = steps[..pool[1].max(1)]
+        .iter()
+        .map(|&s| s as i8 as u8)
+        .collect();
+    let f16s: Vec<u8> = steps[..pool[2].max(1)]
+        .iter()
+        .flat_map(|&s| half::f16::from_f32(s as f32 / 127.0).to_le_bytes())
+        .collect();
+    fs::write(out.join("pool_f32.bin"), f32s).expect("write pool");
+    fs::write(out.join("pool_i8.bin"), i8s).expect("write pool");
+    fs::write(out.join("pool_f16.bin"), f16s).expect("write pool");
 }
 
 /// Everything the firmware needs to know about one embedded case, as Rust source.

@@ -8,6 +8,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod conformance;
 
 // The defmt global logger: frames go to semihosting stdout.

@@ -1,0 +1,243 @@
+//! Benchmark firmware: instruction counts of single-head SDPA (f32, i8, f16) under
+//! `qemu-system-arm -icount shift=0`, one line per run:
+//!
+//! ```text
+//! bench machine=M kernel=sdpa type=T lq=N lk=N d=N dv=N instructions=N macs=N instr_per_mac=X
+//! ```
+//!
+//! Runs that do not fit the machine print `skipped REASON` instead of the counts. Then, per
+//! type, the stack high-water mark of the kernel (measured on the smallest run that fits):
+//!
+//! ```text
+//! mem machine=M kernel=sdpa type=T lq=N lk=N d=N dv=N stack_bytes=N scratch_bytes=N
+//! ```
+//!
+//! Inputs are pseudo-random in [-1, 1] (`build.rs`), read from flash; no mask, dot score,
+//! scale `1/sqrt(d)`. `scripts/qemu-bench` turns the lines into BENCHMARKS.md.
+#![no_std]
+#![no_main]
+
+use core::ptr::addr_of_mut;
+use cortex_m_rt::entry;
+use defmt::println;
+use microattn::attention::int8::{
+    int8_sdpa, int8_sdpa_scratch_len, Int8Bias, Int8Scales, Int8SdpaParams,
+};
+use microattn::attention::{sdpa, sdpa_scratch_len, sdpa_typed, AttentionShape, Score, SdpaParams};
+use microattn::mask::Mask;
+use microattn::{f16, Error};
+use microattn_firmware::bench::{
+    paint_stack, ratio_3, record_entry, stack_used, Clock, Ty, ARENA, PLAN, POOL_F16, POOL_F32,
+    POOL_I8,
+};
+use microattn_firmware::{exit_failure, exit_success, MACHINE};
+
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+
+static POOL_F32_BYTES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/pool_f32.bin")));
+static POOL_I8_BYTES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/pool_i8.bin")));
+static POOL_F16_BYTES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/pool_f16.bin")));
+
+/// Output and scratch of one run (one arena shared by all runs, sized by `build.rs`).
+static mut ARENA_BYTES: Aligned<[u8; ARENA]> = Aligned([0; ARENA]);
+
+/// The pools as typed slices.
+fn pools() -> (&'static [f32], &'static [i8], &'static [f16]) {
+    // SAFETY: the pools are 8-byte aligned and hold POOL_* elements of plain-data types
+    // (every bit pattern is a valid f32, i8 or f16).
+    unsafe {
+        (
+            core::slice::from_raw_parts(POOL_F32_BYTES.0.as_ptr().cast(), POOL_F32),
+            core::slice::from_raw_parts(POOL_I8_BYTES.0.as_ptr().cast(), POOL_I8),
+            core::slice::from_raw_parts(POOL_F16_BYTES.0.as_ptr().cast(), POOL_F16),
+        )
+    }
+}
+
+/// `q`, `k`, `v`: consecutive slices of a pool.
+fn inputs<T>(pool: &[T], s: AttentionShape) -> (&[T], &[T], &[T]) {
+    let (q, rest) = pool.split_at(s.lq * s.d);
+    let (k, rest) = rest.split_at(s.lk * s.d);
+    (q, k, &rest[..s.lk * s.dv])
+}
+
+/// The arena as an output of `n` `T`s followed by a scratch of `m` `S`s.
+fn carve<T, S>(n: usize, m: usize) -> (&'static mut [T], &'static mut [S]) {
+    let base = addr_of_mut!(ARENA_BYTES) as *mut u8;
+    let at = (n * core::mem::size_of::<T>()).next_multiple_of(8);
+    assert!(at + m * core::mem::size_of::<S>() <= ARENA);
+    // SAFETY: in bounds (checked), 8-byte aligned, plain-data types; the bench uses one
+    // carving at a time.
+    unsafe {
+        (
+            core::slice::from_raw_parts_mut(base.cast(), n),
+            core::slice::from_raw_parts_mut(base.add(at).cast(), m),
+        )
+    }
+}
+
+// The kernels behind non-inlined, unmangled entry points, so that `scripts/qemu-bench` can
+// find their code in the ELF.
+
+#[no_mangle]
+#[inline(never)]
+fn bench_sdpa_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    shape: AttentionShape,
+    params: &SdpaParams<'_>,
+) -> Result<(), Error> {
+    record_entry();
+    sdpa(q, k, v, out, shape, params)
+}
+
+#[no_mangle]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn bench_sdpa_f16(
+    q: &[f16],
+    k: &[f16],
+    v: &[f16],
+    out: &mut [f16],
+    shape: AttentionShape,
+    params: &SdpaParams<'_>,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    record_entry();
+    sdpa_typed(q, k, v, out, shape, params, scratch)
+}
+
+#[no_mangle]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn bench_sdpa_i8(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    shape: AttentionShape,
+    params: &Int8SdpaParams<'_>,
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    record_entry();
+    int8_sdpa(q, k, v, out, shape, params, scratch)
+}
+
+/// Runs one kernel on the pools; returns its instruction count.
+fn run(clock: &Clock, ty: Ty, shape: AttentionShape) -> Result<u64, Error> {
+    let (pf32, pi8, pf16) = pools();
+    let params = SdpaParams::default();
+    let (n, result) = match ty {
+        Ty::F32 => {
+            let (q, k, v) = inputs(pf32, shape);
+            let (out, _) = carve::<f32, u8>(shape.lq * shape.dv, 0);
+            clock.instructions(|| bench_sdpa_f32(q, k, v, out, shape, &params))
+        }
+        Ty::F16 => {
+            let (q, k, v) = inputs(pf16, shape);
+            let (out, scratch) = carve::<f16, f32>(shape.lq * shape.dv, sdpa_scratch_len(shape));
+            clock.instructions(|| bench_sdpa_f16(q, k, v, out, shape, &params, scratch))
+        }
+        Ty::I8 => {
+            let (q, k, v) = inputs(pi8, shape);
+            let (out, scratch) =
+                carve::<i8, i64>(shape.lq * shape.dv, int8_sdpa_scratch_len(shape));
+            // Inputs are x·127 for x in [-1, 1]; the output scale equals the value scale.
+            let s = 1.0 / 127.0;
+            let scales = Int8Scales {
+                q: s,
+                k: s,
+                v: s,
+                out: s,
+            };
+            let params = Int8SdpaParams::new(
+                scales,
+                shape.d,
+                Score::Dot,
+                None,
+                Mask::NONE,
+                Int8Bias::None,
+            )?;
+            clock.instructions(|| bench_sdpa_i8(q, k, v, out, shape, &params, scratch))
+        }
+    };
+    result.map(|()| n)
+}
+
+/// Scratch bytes a kernel needs for `shape`.
+fn scratch_bytes(ty: Ty, shape: AttentionShape) -> usize {
+    match ty {
+        Ty::F32 => 0,
+        Ty::F16 => 4 * sdpa_scratch_len(shape),
+        Ty::I8 => 8 * int8_sdpa_scratch_len(shape),
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let Some(cp) = cortex_m::Peripherals::take() else {
+        exit_failure()
+    };
+    let mut clock = Clock::start(cp.SYST);
+    let mut buf = [0u8; 24];
+    println!(
+        "calibration machine={=str} instructions_per_tick={=str}",
+        MACHINE,
+        ratio_3(clock.milli_instructions_per_tick(), 1000, &mut buf)
+    );
+    for &(ty, lq, lk, d, dv, skip) in PLAN {
+        let shape = AttentionShape::single(lq, lk, d, dv);
+        if let Some(reason) = skip {
+            println!(
+                "bench machine={=str} kernel=sdpa type={=str} lq={=usize} lk={=usize} d={=usize} dv={=usize} skipped {=str}",
+                MACHINE, ty.name(), lq, lk, d, dv, reason
+            );
+            continue;
+        }
+        let n = match run(&clock, ty, shape) {
+            Ok(n) => n,
+            Err(e) => {
+                println!("bench {=str} {=str} failed: {}", MACHINE, ty.name(), e);
+                exit_failure()
+            }
+        };
+        let macs = (lq * lk * (d + dv)) as u64;
+        println!(
+            "bench machine={=str} kernel=sdpa type={=str} lq={=usize} lk={=usize} d={=usize} dv={=usize} instructions={=u64} macs={=u64} instr_per_mac={=str}",
+            MACHINE, ty.name(), lq, lk, d, dv, n, macs, ratio_3(n, macs, &mut buf)
+        );
+    }
+    // Stack high-water marks: the kernels' stack does not depend on the shape (fixed tiles),
+    // so the smallest run of each type that fits is measured, with the SysTick exception off
+    // so that no exception frame lands on the painted stack.
+    for ty in [Ty::F32, Ty::I8, Ty::F16] {
+        let smallest = PLAN
+            .iter()
+            .filter(|p| p.0 == ty && p.5.is_none())
+            .min_by_key(|p| p.1 * p.2 * (p.3 + p.4));
+        let Some(&(_, lq, lk, d, dv, _)) = smallest else {
+            continue;
+        };
+        let shape = AttentionShape::single(lq, lk, d, dv);
+        clock.set_interrupt(false);
+        paint_stack();
+        let result = run(&clock, ty, shape);
+        let used = stack_used();
+        clock.set_interrupt(true);
+        if result.is_err() {
+            exit_failure()
+        }
+        println!(
+            "mem machine={=str} kernel=sdpa type={=str} lq={=usize} lk={=usize} d={=usize} dv={=usize} stack_bytes={=usize} scratch_bytes={=usize}",
+            MACHINE, ty.name(), lq, lk, d, dv, used, scratch_bytes(ty, shape)
+        );
+    }
+    println!("bench done {=str}", MACHINE);
+    exit_success()
+}
