@@ -32,6 +32,7 @@ fn run(data: &[u8]) {
         bias: spec.bias.bias(),
     };
     if std::env::var_os("FUZZ_DEBUG").is_some() {
+        // Decoded case, for reading a crash: FUZZ_DEBUG=1 cargo fuzz run sdpa <file>.
         eprintln!("{dims:?}\n{params:?}\nq {q:?}\nk {k:?}\nv {v:?}");
     }
     let result = sdpa(&q, &k, &v, &mut out, dims.shape(), &params);

@@ -759,3 +759,100 @@ pub fn sdpa_reference(
 pub fn sdpa_output_must_be_finite(lk: usize, v_max_abs: f64) -> bool {
     v_max_abs * (lk as f64) < f32::MAX as f64 / 4.0
 }
+
+// ---------------------------------------------------------------------------------------
+// Single-query kernels (Bahdanau, Luong)
+
+/// Checks the `weights` (`[l]`) and `context` (`[dv]`) of a single-query kernel with finite
+/// inputs: both finite; masked keys exactly 0; weights summing to 1, or all 0 when no key is
+/// allowed; and, per allowed key `j`, `scores[j] = Some((reference score, error bound))`,
+/// weights and context within the derived bound of the f64 softmax. `rounding` is the
+/// relative rounding of the output storage type.
+pub fn check_single_query(
+    weights: &[f32],
+    context: &[f32],
+    values: &[f32],
+    scores: &[Option<(f64, f64)>],
+    rounding: f64,
+    what: &str,
+) {
+    assert!(finite(weights), "{what}: non-finite weights {weights:?}");
+    assert!(finite(context), "{what}: non-finite context {context:?}");
+    let dv = context.len();
+    let vf: Vec<f64> = values.iter().map(|&x| x as f64).collect();
+    let keys: Vec<(f64, f64, &[f64])> = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| s.map(|(logit, err)| (logit, err, &vf[j * dv..][..dv])))
+        .collect();
+    for (j, s) in scores.iter().enumerate() {
+        if s.is_none() {
+            assert_eq!(weights[j], 0.0, "{what}: masked key {j} has weight");
+        }
+    }
+    let sum: f64 = weights.iter().map(|&w| w as f64).sum();
+    if keys.is_empty() {
+        assert_eq!(sum, 0.0, "{what}: fully masked query has weights");
+    } else {
+        let tol = (weights.len() as f64 + 8.0) * (4.0 * EPS + rounding);
+        assert!((sum - 1.0).abs() <= tol, "{what}: weights sum to {sum}");
+    }
+    let r = attend_f64(&keys, dv);
+    assert_row(context, &r, rounding, &format!("{what} context"));
+    // The weights themselves.
+    if let Some(max) = keys.iter().map(|k| k.0).reduce(f64::max) {
+        let total: f64 = keys.iter().map(|k| (k.0 - max).exp()).sum();
+        let delta = keys.iter().map(|k| k.1).fold(0.0, f64::max);
+        for (j, s) in scores.iter().enumerate() {
+            if let Some((logit, _)) = s {
+                let want = (logit - max).exp() / total;
+                // Logit errors up to `delta` can raise a weight to e^{2 delta} times its
+                // value (computed so an underflowed reference weight still gets slack).
+                let growth = if delta.is_finite() {
+                    ((logit - max + 2.0 * delta).exp() / total - want).max(0.0)
+                } else {
+                    f64::INFINITY
+                };
+                let tol = growth + (scores.len() as f64 + 16.0) * 4.0 * EPS + rounding * want;
+                let got = weights[j] as f64;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{what}: weight {j} is {got}, reference {want}, tolerance {tol}"
+                );
+            }
+        }
+    }
+}
+
+/// `Σ_a v_a tanh(wq_a · q + wk_a · k)` in f64 with a bound on the f32 kernel's error (rows
+/// `(wq_a, wk_a)`); infinite bound where f32 saturates.
+pub fn tanh_score_f64<'w>(
+    v: &[f32],
+    rows: impl Iterator<Item = (&'w [f32], &'w [f32])>,
+    q: &[f32],
+    k: &[f32],
+) -> (f64, f64) {
+    let (mut s, mut err, mut magnitude) = (0.0f64, 0.0f64, 0.0f64);
+    for (&va, (wq, wk)) in v.iter().zip(rows) {
+        let (mut x, mut m) = (0.0f64, 0.0f64);
+        for (&w, &a) in wq.iter().zip(q).chain(wk.iter().zip(k)) {
+            x += w as f64 * a as f64;
+            m += (w as f64 * a as f64).abs();
+        }
+        let t = x.tanh();
+        let va = va as f64;
+        s += va * t;
+        magnitude += (va * t).abs();
+        // Argument rounding (tanh' <= 1) and tanh's own few ulp.
+        let arg_err = (wq.len() + wk.len() + 4) as f64 * 2.0 * EPS * m + 1e-44;
+        err += va.abs() * (arg_err + 4.0 * EPS);
+        if m > 1e37 || va.abs() > 1e37 {
+            err = f64::INFINITY;
+        }
+    }
+    err += (v.len() as f64 + 4.0) * 2.0 * EPS * magnitude;
+    if magnitude > 1e37 {
+        err = f64::INFINITY;
+    }
+    (s, err)
+}
