@@ -248,6 +248,16 @@ static void linear_state_check(void) {
     check_close(st, steps, lw, N(steps), 1e-5, "linear_state_causal_steps");
 }
 
+/* Quantization helpers, including the one double argument of the API (hard-float ABI). */
+static void quant_checks(void) {
+    microattn_fixed_multiplier_t m = {0, 0};
+    int8_t r = 0;
+    microattn_status_t st = microattn_fixed_multiplier_from_real(0.25, &m);
+    if (st == MICROATTN_OK) st = microattn_requantize_s8(-10, m, &r);
+    int ok = st == MICROATTN_OK && m.multiplier == (1 << 30) && m.shift == -1 && r == -3;
+    report(ok, "quant_fixed_multiplier_requantize", 0.0, 0.0, st);
+}
+
 static void error_checks(void) {
     microattn_shape_t s = {H, HKV, LQ, LK, D, DV};
     check_status(microattn_sdpa_f32(NULL, N(q), k, N(k), v, N(v), out, N(out), s, NULL),
@@ -270,6 +280,7 @@ int main(void) {
     decode_step_check();
     mha_check();
     linear_state_check();
+    quant_checks();
     error_checks();
     char line[64], *p = line;
     p = put_str(p, "DONE passed=");
