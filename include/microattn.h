@@ -290,10 +290,6 @@ typedef struct microattn_sdpa_params_t {
      */
     struct microattn_bias_t bias;
 } microattn_sdpa_params_t;
-/**
- * The defaults a NULL params pointer stands for.
- */
-#define microattn_sdpa_params_t_DEFAULT (microattn_sdpa_params_t){ .score = MICROATTN_SCORE_DOT, .has_scale = 0, .scale = 0.0, .mask = microattn_mask_t_NONE, .bias = microattn_bias_t_NONE }
 
 /**
  * Shape of a decode step: one new query token per head against a KV cache that holds
@@ -319,7 +315,7 @@ typedef struct microattn_decode_shape_t {
      */
     size_t dv;
     /**
-     * Filled rows per head (the keys attended to), `1..=cache_capacity`.
+     * Filled rows per head (the keys attended to), from 1 to `cache_capacity`.
      */
     size_t cache_len;
     /**
@@ -509,7 +505,7 @@ typedef struct microattn_mha_shape_t {
  */
 typedef struct microattn_linear_params_t {
     /**
-     * Nonzero: token `t` sees tokens `0..=t` only (requires `lq == lk`).
+     * Nonzero: token `t` sees tokens `0` to `t` only (requires `lq == lk`).
      */
     uint32_t causal;
     /**
@@ -1008,7 +1004,7 @@ microattn_status_t microattn_linear_state_query_f32(struct microattn_linear_stat
 
 /**
  * One causal step: pushes the token's key and value, then writes the output of its query
- * (`out_t = attention of q_t over tokens 0..=t`).
+ * (`out_t` = attention of `q_t` over tokens `0` to `t`).
  *
  * @param[in,out] state  an initialized state
  * @param[in]  q         `d` floats

@@ -17,7 +17,7 @@ use microattn::attention::{
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct microattn_linear_params_t {
-    /// Nonzero: token `t` sees tokens `0..=t` only (requires `lq == lk`).
+    /// Nonzero: token `t` sees tokens `0` to `t` only (requires `lq == lk`).
     pub causal: u32,
     /// Added to the normalizer; finite and `>= 0`.
     pub eps: f32,
@@ -295,7 +295,7 @@ pub unsafe extern "C" fn microattn_linear_state_query_f32(
 }
 
 /// One causal step: pushes the token's key and value, then writes the output of its query
-/// (`out_t = attention of q_t over tokens 0..=t`).
+/// (`out_t` = attention of `q_t` over tokens `0` to `t`).
 ///
 /// @param[in,out] state  an initialized state
 /// @param[in]  q         `d` floats

@@ -120,7 +120,7 @@ pub struct microattn_mask_t {
 
 impl microattn_mask_t {
     /// No mask, query row 0 at position 0.
-    pub const NONE: microattn_mask_t = microattn_mask_t {
+    pub(crate) const NONE: microattn_mask_t = microattn_mask_t {
         terms: core::ptr::null(),
         num_terms: 0,
         q_pos_offset: 0,
@@ -163,7 +163,7 @@ pub struct microattn_bias_t {
 
 impl microattn_bias_t {
     /// No bias.
-    pub const NONE: microattn_bias_t = microattn_bias_t {
+    pub(crate) const NONE: microattn_bias_t = microattn_bias_t {
         kind: MICROATTN_BIAS_NONE,
         values: core::ptr::null(),
         values_len: 0,
@@ -192,7 +192,7 @@ pub struct microattn_sdpa_params_t {
 
 impl microattn_sdpa_params_t {
     /// The defaults a NULL params pointer stands for.
-    pub const DEFAULT: microattn_sdpa_params_t = microattn_sdpa_params_t {
+    pub(crate) const DEFAULT: microattn_sdpa_params_t = microattn_sdpa_params_t {
         score: MICROATTN_SCORE_DOT,
         has_scale: 0,
         scale: 0.0,

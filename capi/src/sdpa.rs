@@ -158,7 +158,7 @@ pub struct microattn_decode_shape_t {
     pub d: usize,
     /// Value feature size.
     pub dv: usize,
-    /// Filled rows per head (the keys attended to), `1..=cache_capacity`.
+    /// Filled rows per head (the keys attended to), from 1 to `cache_capacity`.
     pub cache_len: usize,
     /// Allocated rows per head: the stride between heads in the cache.
     pub cache_capacity: usize,
