@@ -36,6 +36,7 @@ pub mod attention;
 pub mod element;
 mod error;
 pub mod graph;
+pub mod graph_int8;
 pub mod kv_cache;
 pub mod layers;
 pub mod mask;

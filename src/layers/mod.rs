@@ -8,6 +8,7 @@ mod activation;
 mod decoder;
 mod encoder;
 mod ffn;
+pub mod int8;
 mod norm;
 mod vit;
 

@@ -48,6 +48,10 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
         ("linear_attention", ElemType::I8) => int8::linear_attention::run(case),
         ("luong_attention", ElemType::I8) => int8::luong_attention::run(case),
         ("additive_attention", ElemType::I8) => int8::additive_attention::run(case),
+        ("encoder_layer", ElemType::I8) => int8::encoder_layer::run(case),
+        ("decoder_layer", ElemType::I8) => int8::decoder_layer::run(case),
+        ("gat", ElemType::I8) => int8::gat::run(case),
+        ("vit_embed", ElemType::I8) => int8::vit_embed::run(case),
         (op, ty) => Err(format!("op {op} not supported for type {ty}")),
     }
 }

@@ -3,10 +3,15 @@
 //! in for a kernel: scores, softmax and weighted sums run on the integer path.
 
 pub mod additive_attention;
+pub mod decoder_layer;
+pub mod encoder_layer;
+pub mod gat;
+pub mod layer_build;
 pub mod linear_attention;
 pub mod luong_attention;
 pub mod mha;
 pub mod sdpa;
+pub mod vit_embed;
 
 use microattn::quant::{quantize, quantize_per_channel, QParams};
 

@@ -1,0 +1,372 @@
+//! Int8 graph attention (`GATConv` semantics as [`crate::graph::gat`]), integer only:
+//!
+//! - `x' = x Wᵀ`: int8 × int8 → `i32`, requantized to int8 per channel ([`Int8Dense`]).
+//! - Scores: `s_src[n,h] = x'[n,h]·att_src[h]` and `s_dst` as exact `i32` dot products of
+//!   int8 vectors, each turned by one fixed-point multiplier into a base-2 logit with 20
+//!   fractional bits (the format of [`crate::attention::int8`]); `e = LeakyReLU(z_src +
+//!   z_dst)` with a Q16 slope.
+//! - Softmax over the incoming edges of each target and head: two passes (integer maximum,
+//!   then Q16 weights `2^(e - max)` from [`exp2_neg_weight`] and their `i64` sum), the
+//!   messages `w · x'[j,h]` summed in `i64`.
+//! - Output: `acc / sum` (one exact 128-bit division per value) times `x'_scale / out_scale`
+//!   in Q16 output steps, heads concatenated or averaged, the bias (Q16 output steps) added,
+//!   one rounding to int8.
+
+use crate::attention::int8::{exp2_neg_weight, int8_dense, Int8Dense, LOGIT_FRAC_BITS};
+use crate::error::{check_len, mul, nonzero, Error};
+use crate::graph::{GatParams, GatShape};
+use crate::projection::LinearShape;
+use crate::quant::{round_shift, saturate_i8, FixedMultiplier, QParams};
+
+/// Largest magnitude of one score term (`z_src` or `z_dst`) in logit units, checked from the
+/// multipliers and `F` before a call: sums and slopes of such terms cannot overflow.
+pub const MAX_GAT_LOGIT: u128 = 1 << 40;
+
+/// Largest `|negative_slope|` of the int8 GAT (16, as Q16 `2^20`).
+pub const MAX_GAT_SLOPE_Q16: i32 = 1 << 20;
+
+/// Fractional bits of the output before its final rounding (bias and per-head values).
+const OUT_FRAC_BITS: u32 = 16;
+
+/// A prepared int8 GAT layer (integers only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8GatParams<'a> {
+    /// `lin`: `x` scale → `x'` scale, `[H*F, Fin]`, no bias (a bias here is added to `x'`).
+    pub lin: Int8Dense<'a>,
+    /// `att_src`, int8 `[H, F]`.
+    pub att_src: &'a [i8],
+    /// `att_dst`, int8 `[H, F]`.
+    pub att_dst: &'a [i8],
+    /// `x'_scale · att_src_scale · log2(e) · 2^20`.
+    pub src_logit: FixedMultiplier,
+    /// `x'_scale · att_dst_scale · log2(e) · 2^20`.
+    pub dst_logit: FixedMultiplier,
+    /// LeakyReLU slope in Q16, `|slope| <=` [`MAX_GAT_SLOPE_Q16`].
+    pub slope_q16: i32,
+    /// `x'_scale / out_scale`.
+    pub out: FixedMultiplier,
+    /// `round(bias / out_scale · 2^16)`, `[H*F]` (concat) or `[F]` (mean); or none.
+    pub bias: Option<&'a [i32]>,
+    /// Concatenate the heads (`true`) or average them.
+    pub concat: bool,
+    /// Replace the self loops of the edge list by exactly one per node.
+    pub add_self_loops: bool,
+}
+
+/// The quantization scales of an int8 GAT call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8GatScales {
+    /// Projected features `x'`.
+    pub projected: f32,
+    /// `att_src` (per tensor).
+    pub att_src: f32,
+    /// `att_dst` (per tensor).
+    pub att_dst: f32,
+    /// Output.
+    pub out: f32,
+}
+
+impl<'a> Int8GatParams<'a> {
+    /// Prepares the attention part (float, once) around an already prepared projection
+    /// `lin` (`x` scale → `scales.projected`): the score and output multipliers, the Q16
+    /// slope, the bias (f32, converted into `bias_storage`).
+    ///
+    /// Errors: a bad scale or a multiplier out of range, a slope not finite or beyond 16
+    /// ([`Error::InvalidScale`] / [`Error::InvalidParameter`]), a bias that does not fit
+    /// ([`Error::InvalidBias`]), short storage.
+    pub fn prepare(
+        lin: Int8Dense<'a>,
+        att_src: &'a [i8],
+        att_dst: &'a [i8],
+        scales: Int8GatScales,
+        bias: Option<&[f32]>,
+        params: &GatParams,
+        bias_storage: &'a mut [i32],
+    ) -> Result<Self, Error> {
+        let xp = QParams::new(scales.projected)?.scale() as f64;
+        let out = QParams::new(scales.out)?.scale() as f64;
+        let unit = core::f64::consts::LOG2_E * (1u64 << LOGIT_FRAC_BITS) as f64;
+        let slope = params.negative_slope as f64 * (1u64 << 16) as f64;
+        if !(slope.is_finite() && slope.abs() <= MAX_GAT_SLOPE_Q16 as f64) {
+            return Err(Error::InvalidParameter);
+        }
+        let bias = match bias {
+            None => None,
+            Some(b) => {
+                let found = bias_storage.len();
+                let storage = bias_storage
+                    .get_mut(..b.len())
+                    .ok_or(Error::ScratchTooSmall {
+                        needed: b.len(),
+                        found,
+                    })?;
+                for (o, &v) in storage.iter_mut().zip(b) {
+                    let q = libm::round(v as f64 / out * (1u64 << OUT_FRAC_BITS) as f64);
+                    if !(q.is_finite() && q.abs() <= i32::MAX as f64) {
+                        return Err(Error::InvalidBias);
+                    }
+                    *o = q as i32;
+                }
+                Some(&*storage)
+            }
+        };
+        Ok(Int8GatParams {
+            lin,
+            att_src,
+            att_dst,
+            src_logit: FixedMultiplier::from_real(
+                xp * QParams::new(scales.att_src)?.scale() as f64 * unit,
+            )?,
+            dst_logit: FixedMultiplier::from_real(
+                xp * QParams::new(scales.att_dst)?.scale() as f64 * unit,
+            )?,
+            slope_q16: libm::round(slope) as i32,
+            out: FixedMultiplier::from_real(xp / out)?,
+            bias,
+            concat: params.concat,
+            add_self_loops: params.add_self_loops,
+        })
+    }
+}
+
+/// Largest values of each stage before saturation, in output steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8GatStats {
+    /// Projected features `x'`.
+    pub projected: i64,
+    /// Outputs.
+    pub out: i64,
+}
+
+/// `i8` scratch of [`int8_gat`]: the projected features, `N·H·F`. Saturates.
+pub const fn int8_gat_scratch_len(shape: GatShape) -> usize {
+    shape
+        .nodes
+        .saturating_mul(shape.heads)
+        .saturating_mul(shape.out_features)
+}
+
+/// `i64` scratch of [`int8_gat`]: message sums (`N·H·F`) and, per node and head, the two
+/// score terms, the softmax maximum and sum (`4·N·H`). Saturates.
+pub const fn int8_gat_acc_len(shape: GatShape) -> usize {
+    let nh = shape.nodes.saturating_mul(shape.heads);
+    nh.saturating_mul(shape.out_features)
+        .saturating_add(nh.saturating_mul(4))
+}
+
+/// Node id from an edge-list entry, or [`Error::InvalidParameter`].
+#[inline]
+fn node<I: Copy + TryInto<usize>>(id: I, nodes: usize) -> Result<usize, Error> {
+    match id.try_into() {
+        Ok(n) if n < nodes => Ok(n),
+        _ => Err(Error::InvalidParameter),
+    }
+}
+
+/// `|m · 2^14 · f|` bound check of one score multiplier.
+fn check_logit(m: FixedMultiplier, f: usize) -> Result<(), Error> {
+    FixedMultiplier::from_raw(m.multiplier(), m.shift())?;
+    let worst = (16384u128 * f as u128 * m.multiplier() as u128) >> (31 - m.shift()) as u32;
+    if worst > MAX_GAT_LOGIT {
+        return Err(Error::InvalidScale);
+    }
+    Ok(())
+}
+
+/// `round(n / d)` half away from zero for `d > 0`, in 128 bits.
+fn div_round_wide(n: i128, d: i128) -> i128 {
+    let q = (n.unsigned_abs() + d as u128 / 2) / d as u128;
+    let q = q.min(i64::MAX as u128 / 4) as i128;
+    if n < 0 {
+        -q
+    } else {
+        q
+    }
+}
+
+/// One int8 GAT layer: `x` `[N, Fin]` int8, `edge_index` the COO list `[2, E]` (sources then
+/// targets, any integer type), `out` `[N, H*F]` (concat) or `[N, F]` (mean) int8.
+/// `scratch` holds [`int8_gat_scratch_len`] `i8`s, `acc` [`int8_gat_acc_len`] `i64`s.
+/// Integer only. A node without incoming edges gets only the bias.
+///
+/// Errors, checked before anything is written: a zero `N`, `Fin`, `F` or `H`; lengths that
+/// do not match; an odd `edge_index` length; a node id out of range
+/// ([`Error::InvalidParameter`]); a slope beyond [`MAX_GAT_SLOPE_Q16`]; score multipliers
+/// that could exceed [`MAX_GAT_LOGIT`] ([`Error::InvalidScale`]); short scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn int8_gat<I: Copy + TryInto<usize>>(
+    x: &[i8],
+    edge_index: &[I],
+    params: &Int8GatParams<'_>,
+    out: &mut [i8],
+    shape: GatShape,
+    scratch: &mut [i8],
+    acc: &mut [i64],
+    stats: Option<&mut Int8GatStats>,
+) -> Result<(), Error> {
+    let GatShape {
+        nodes: n,
+        in_features,
+        out_features: f,
+        heads: h,
+    } = shape;
+    nonzero(&[n, in_features, f, h])?;
+    let hf = mul(h, f)?;
+    check_len(x, mul(n, in_features)?)?;
+    check_len(params.att_src, hf)?;
+    check_len(params.att_dst, hf)?;
+    let out_features = if params.concat { hf } else { f };
+    if let Some(b) = params.bias {
+        check_len(b, out_features)?;
+    }
+    check_len(out, mul(n, out_features)?)?;
+    if edge_index.len() % 2 != 0 {
+        return Err(Error::LengthMismatch {
+            expected: edge_index.len() + 1,
+            found: edge_index.len(),
+        });
+    }
+    let (sources, targets) = edge_index.split_at(edge_index.len() / 2);
+    for (&s, &t) in sources.iter().zip(targets) {
+        node(s, n)?;
+        node(t, n)?;
+    }
+    if params.slope_q16.unsigned_abs() > MAX_GAT_SLOPE_Q16 as u32 {
+        return Err(Error::InvalidParameter);
+    }
+    if f > crate::attention::int8::MAX_D {
+        return Err(Error::InvalidParameter);
+    }
+    check_logit(params.src_logit, f)?;
+    check_logit(params.dst_logit, f)?;
+    FixedMultiplier::from_raw(params.out.multiplier(), params.out.shift())?;
+    let nhf = int8_gat_scratch_len(shape);
+    let found = scratch.len();
+    let xp = scratch
+        .get_mut(..nhf)
+        .ok_or(Error::ScratchTooSmall { needed: nhf, found })?;
+    let needed = int8_gat_acc_len(shape);
+    if acc.len() < needed {
+        return Err(Error::ScratchTooSmall {
+            needed,
+            found: acc.len(),
+        });
+    }
+    let nh = n * h;
+    let (msg, rest) = acc.split_at_mut(nhf);
+    let (z_src, rest) = rest.split_at_mut(nh);
+    let (z_dst, rest) = rest.split_at_mut(nh);
+    let (max, rest) = rest.split_at_mut(nh);
+    let sum = &mut rest[..nh];
+
+    // x' = x Wᵀ (checks the layer before writing).
+    let projected = int8_dense(x, &params.lin, xp, LinearShape::new(n, in_features, hf))?;
+    let dot =
+        |a: &[i8], b: &[i8]| -> i32 { a.iter().zip(b).map(|(&p, &q)| p as i32 * q as i32).sum() };
+    for (i, row) in xp.chunks_exact(hf).enumerate() {
+        for head in 0..h {
+            let feat = &row[head * f..][..f];
+            z_src[i * h + head] = params
+                .src_logit
+                .mul_round(dot(feat, &params.att_src[head * f..][..f]));
+            z_dst[i * h + head] = params
+                .dst_logit
+                .mul_round(dot(feat, &params.att_dst[head * f..][..f]));
+        }
+    }
+
+    // Every (source, target) pair of the softmax, self loops as GATConv handles them.
+    let loops = params.add_self_loops;
+    let edges = || {
+        let listed = sources.iter().zip(targets).filter_map(move |(&s, &t)| {
+            match (node(s, n), node(t, n)) {
+                (Ok(s), Ok(t)) if !(loops && s == t) => Some((s, t)),
+                _ => None,
+            }
+        });
+        listed.chain((0..if loops { n } else { 0 }).map(|i| (i, i)))
+    };
+    let score = |s: usize, t: usize, head: usize| {
+        let e = z_src[s * h + head] + z_dst[t * h + head];
+        if e < 0 {
+            round_shift(e * params.slope_q16 as i64, 16)
+        } else {
+            e
+        }
+    };
+
+    // Pass 1: maximum score per target and head.
+    max.fill(i64::MIN);
+    for (s, t) in edges() {
+        for head in 0..h {
+            let m = &mut max[t * h + head];
+            *m = (*m).max(score(s, t, head));
+        }
+    }
+    // Pass 2: Q16 weights, their sums and the weighted messages.
+    sum.fill(0);
+    msg.fill(0);
+    for (s, t) in edges() {
+        for head in 0..h {
+            let w = exp2_neg_weight(max[t * h + head] - score(s, t, head));
+            if w == 0 {
+                continue;
+            }
+            sum[t * h + head] += w;
+            let src = &xp[s * hf + head * f..][..f];
+            for (a, &v) in msg[t * hf + head * f..][..f].iter_mut().zip(src) {
+                *a += w * v as i64;
+            }
+        }
+    }
+
+    // Normalize (one rounding to Q16 output steps), combine heads, add the bias, round.
+    let m = params.out;
+    // value = acc / sum · multiplier · 2^(shift - 31) · 2^16 = acc·multiplier / (sum · 2^(15 - shift)).
+    let k = 15 - m.shift();
+    let head_value = |a: i64, s: i64| -> i64 {
+        if s <= 0 {
+            return 0;
+        }
+        let num = a as i128 * m.multiplier() as i128;
+        let (num, den) = if k >= 0 {
+            (num, (s as i128) << k as u32)
+        } else {
+            (num << (-k) as u32, s as i128)
+        };
+        div_round_wide(num, den) as i64
+    };
+    let bias = |c: usize| params.bias.map_or(0, |b| b[c] as i64);
+    let mut peak = 0;
+    for (i, out_row) in out.chunks_exact_mut(out_features).enumerate() {
+        let acc_row = &msg[i * hf..][..hf];
+        for (c, o) in out_row.iter_mut().enumerate() {
+            let fixed = if params.concat {
+                head_value(acc_row[c], sum[i * h + c / f])
+            } else {
+                let total = (0..h)
+                    .map(|head| head_value(acc_row[head * f + c], sum[i * h + head]))
+                    .fold(0i64, i64::saturating_add);
+                let q = (total.unsigned_abs() + h as u64 / 2) / h as u64;
+                if total < 0 {
+                    -(q as i64)
+                } else {
+                    q as i64
+                }
+            };
+            let v = round_shift(fixed.saturating_add(bias(c)), OUT_FRAC_BITS);
+            peak = peak.max(v.abs());
+            *o = saturate_i8(v);
+        }
+    }
+    if let Some(stats) = stats {
+        *stats = Int8GatStats {
+            projected,
+            out: peak,
+        };
+    }
+    Ok(())
+}

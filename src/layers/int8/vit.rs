@@ -1,0 +1,224 @@
+//! Int8 ViT patch embedding: int8 image, int8 patch weights (per-channel scales), the bias
+//! and the position embedding folded into `i32` accumulator offsets, one requantization
+//! per output. Integer only.
+
+use crate::error::{check_len, mul, nonzero, product, Error};
+use crate::layers::PatchShape;
+use crate::quant::{saturate_i8, FixedMultiplier, QParams};
+
+/// A prepared int8 patch embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8PatchEmbed<'a> {
+    /// Patch weight `[E, C·P·P]` (int8, one scale per output channel).
+    pub weight: &'a [i8],
+    /// Per patch row and channel, `(bias[c] + pos_embed[row][c]) / (image_scale · w_scale[c])`
+    /// rounded: `[NP, E]` accumulator units.
+    pub offsets: &'a [i32],
+    /// `image_scale · w_scale[c] / out_scale`, `[E]` or one.
+    pub multipliers: &'a [FixedMultiplier],
+    /// The class token row `cls_token + pos_embed[0]` at the output scale, `[E]`; or none.
+    pub cls: Option<&'a [i8]>,
+}
+
+/// `i32` storage [`Int8PatchEmbed::prepare`] needs: `NP · E` offsets.
+pub const fn int8_patch_offsets_len(shape: PatchShape) -> usize {
+    shape.patches().saturating_mul(shape.embed)
+}
+
+impl<'a> Int8PatchEmbed<'a> {
+    /// Prepares the embedding (float, once) from int8 `weight` with `w_scales` (one per
+    /// output channel, or one), the f32 `bias`, `cls_token` and `pos_embed` (`[tokens, E]`,
+    /// tokens counting the class token when there is one), for an image of scale
+    /// `image_scale` and tokens of scale `out_scale`. Storage: `offsets`
+    /// ([`int8_patch_offsets_len`]), `multipliers` (`w_scales.len()`), `cls` (`E`, used only
+    /// with a class token).
+    ///
+    /// Errors: lengths that do not match `shape`, a bad scale ([`Error::InvalidScale`]),
+    /// an offset that does not fit an `i32` ([`Error::InvalidBias`]), short storage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        weight: &'a [i8],
+        w_scales: &[f32],
+        bias: Option<&[f32]>,
+        cls_token: Option<&[f32]>,
+        pos_embed: Option<&[f32]>,
+        image_scale: f32,
+        out_scale: f32,
+        shape: PatchShape,
+        offsets: &'a mut [i32],
+        multipliers: &'a mut [FixedMultiplier],
+        cls: &'a mut [i8],
+    ) -> Result<Self, Error> {
+        let e = shape.embed;
+        let patches = shape.patches();
+        nonzero(&[e, patches, shape.channels])?;
+        check_len(weight, mul(e, shape.patch_len())?)?;
+        if w_scales.len() != e && w_scales.len() != 1 {
+            return Err(Error::LengthMismatch {
+                expected: e,
+                found: w_scales.len(),
+            });
+        }
+        if let Some(b) = bias {
+            check_len(b, e)?;
+        }
+        let first = usize::from(cls_token.is_some());
+        if let Some(c) = cls_token {
+            check_len(c, e)?;
+        }
+        if let Some(p) = pos_embed {
+            check_len(p, mul(patches + first, e)?)?;
+        }
+        let x = QParams::new(image_scale)?.scale() as f64;
+        let out = QParams::new(out_scale)?;
+        let w = |c: usize| -> Result<f64, Error> {
+            let s = w_scales.get(c).or(w_scales.first()).copied().unwrap_or(0.0);
+            Ok(QParams::new(s)?.scale() as f64)
+        };
+        let found = multipliers.len();
+        let multipliers = multipliers
+            .get_mut(..w_scales.len())
+            .ok_or(Error::ScratchTooSmall {
+                needed: w_scales.len(),
+                found,
+            })?;
+        for (c, m) in multipliers.iter_mut().enumerate() {
+            *m = FixedMultiplier::from_real(x * w(c)? / out.scale() as f64)?;
+        }
+        let needed = patches * e;
+        let found = offsets.len();
+        let offsets = offsets
+            .get_mut(..needed)
+            .ok_or(Error::ScratchTooSmall { needed, found })?;
+        for (p, row) in offsets.chunks_exact_mut(e).enumerate() {
+            for (c, o) in row.iter_mut().enumerate() {
+                let b = bias.map_or(0.0, |b| b[c]) as f64;
+                let pe = pos_embed.map_or(0.0, |pe| pe[(first + p) * e + c]) as f64;
+                let q = libm::round((b + pe) / (x * w(c)?));
+                if !(q.is_finite() && q.abs() <= i32::MAX as f64) {
+                    return Err(Error::InvalidBias);
+                }
+                *o = q as i32;
+            }
+        }
+        let cls = match cls_token {
+            None => None,
+            Some(token) => {
+                let found = cls.len();
+                let row = cls
+                    .get_mut(..e)
+                    .ok_or(Error::ScratchTooSmall { needed: e, found })?;
+                for (c, o) in row.iter_mut().enumerate() {
+                    *o = out.quantize(token[c] + pos_embed.map_or(0.0, |pe| pe[c]));
+                }
+                Some(&*row)
+            }
+        };
+        Ok(Int8PatchEmbed {
+            weight,
+            offsets,
+            multipliers,
+            cls,
+        })
+    }
+}
+
+/// `i8` scratch of [`int8_patch_embed`]: one flattened patch, `C·P·P`.
+pub const fn int8_patch_embed_scratch_len(shape: PatchShape) -> usize {
+    shape.patch_len()
+}
+
+/// Int8 ViT patch embedding of `image` (`[C, H, W]`) into `tokens` (`[1 + NP, E]` with a
+/// class token, `[NP, E]` without), as [`patch_embed`](crate::layers::patch_embed) does in
+/// float. Returns the peak `|token|` before saturation. Integer only.
+///
+/// Errors: a zero dimension or a patch larger than the image, lengths that do not match,
+/// short scratch, a patch of more than
+/// [`MAX_DENSE_IN`](crate::attention::int8::MAX_DENSE_IN) features
+/// ([`Error::InvalidParameter`]), multipliers out of range.
+pub fn int8_patch_embed(
+    image: &[i8],
+    params: &Int8PatchEmbed<'_>,
+    tokens: &mut [i8],
+    shape: PatchShape,
+    scratch: &mut [i8],
+) -> Result<i64, Error> {
+    let PatchShape {
+        channels: c,
+        height,
+        width,
+        patch: p,
+        embed: e,
+    } = shape;
+    nonzero(&[c, height, width, p, e])?;
+    let (grid_h, grid_w) = (height / p, width / p);
+    nonzero(&[grid_h, grid_w])?;
+    let patches = grid_h * grid_w;
+    let patch_len = product(&[c, p, p])?;
+    if patch_len > crate::attention::int8::MAX_DENSE_IN {
+        return Err(Error::InvalidParameter);
+    }
+    check_len(image, product(&[c, height, width])?)?;
+    check_len(params.weight, mul(e, patch_len)?)?;
+    check_len(params.offsets, mul(patches, e)?)?;
+    if params.multipliers.len() != e && params.multipliers.len() != 1 {
+        return Err(Error::LengthMismatch {
+            expected: e,
+            found: params.multipliers.len(),
+        });
+    }
+    for m in params.multipliers {
+        FixedMultiplier::from_raw(m.multiplier(), m.shift())?;
+    }
+    if let Some(cls) = params.cls {
+        check_len(cls, e)?;
+    }
+    let first = usize::from(params.cls.is_some());
+    check_len(tokens, mul(patches + first, e)?)?;
+    let found = scratch.len();
+    let flat = scratch.get_mut(..patch_len).ok_or(Error::ScratchTooSmall {
+        needed: patch_len,
+        found,
+    })?;
+
+    let mut out_rows = tokens.chunks_exact_mut(e);
+    let mut peak = 0;
+    if let Some(cls) = params.cls {
+        if let Some(row) = out_rows.next() {
+            row.copy_from_slice(cls);
+            peak = cls.iter().map(|&v| (v as i64).abs()).max().unwrap_or(0);
+        }
+    }
+    for (index, (out, offs)) in out_rows.zip(params.offsets.chunks_exact(e)).enumerate() {
+        let (gy, gx) = (index / grid_w, index % grid_w);
+        // Gather the patch in (channel, row, column) order: P contiguous pixels at a time.
+        for (segment, dst) in flat.chunks_exact_mut(p).enumerate() {
+            let (ch, dy) = (segment / p, segment % p);
+            let start = (ch * height + gy * p + dy) * width + gx * p;
+            dst.copy_from_slice(&image[start..start + p]);
+        }
+        for (ch, ((o, w_row), &off)) in out
+            .iter_mut()
+            .zip(params.weight.chunks_exact(patch_len))
+            .zip(offs)
+            .enumerate()
+        {
+            let dot: i32 = flat
+                .iter()
+                .zip(w_row)
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum();
+            let m = params
+                .multipliers
+                .get(ch)
+                .or(params.multipliers.first())
+                .copied()
+                .unwrap_or(FixedMultiplier::ONE);
+            let v = m.mul_round(dot.saturating_add(off));
+            peak = peak.max(v.abs());
+            *o = saturate_i8(v);
+        }
+    }
+    Ok(peak)
+}
