@@ -48,6 +48,26 @@ pub trait Element:
             *a += alpha * xi.to_f32();
         }
     }
+
+    /// `dst = src` widened to f32, over the common length.
+    #[inline]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+
+    /// The slice itself when `Self` is `f32` (kernels then skip widening copies), else `None`.
+    #[inline]
+    fn as_f32(_x: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
+    /// The slice itself when `Self` is `f32`, else `None`.
+    #[inline]
+    fn as_f32_mut(_x: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
 }
 
 impl Element for f32 {
@@ -75,6 +95,19 @@ impl Element for f32 {
     fn axpy(alpha: f32, x: &[f32], acc: &mut [f32]) {
         crate::arch::axpy(alpha, x, acc)
     }
+    #[inline]
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+    #[inline]
+    fn as_f32(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    }
+    #[inline]
+    fn as_f32_mut(x: &mut [f32]) -> Option<&mut [f32]> {
+        Some(x)
+    }
 }
 
 impl Element for f16 {
@@ -86,6 +119,19 @@ impl Element for f16 {
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
+    // F16C (x86) widens eight or sixteen at a time.
+    #[inline]
+    fn dot(a: &[f16], b: &[f16]) -> f32 {
+        crate::arch::backend().dot_f16(a, b)
+    }
+    #[inline]
+    fn axpy(alpha: f32, x: &[f16], acc: &mut [f32]) {
+        crate::arch::backend().axpy_f16(alpha, x, acc)
+    }
+    #[inline]
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        crate::arch::backend().widen_f16(src, dst)
+    }
 }
 
 impl Element for bf16 {
@@ -96,5 +142,18 @@ impl Element for bf16 {
     #[inline(always)]
     fn from_f32(x: f32) -> Self {
         bf16::from_f32(x)
+    }
+    // bf16 widens with an integer shift, a vector at a time.
+    #[inline]
+    fn dot(a: &[bf16], b: &[bf16]) -> f32 {
+        crate::arch::backend().dot_bf16(a, b)
+    }
+    #[inline]
+    fn axpy(alpha: f32, x: &[bf16], acc: &mut [f32]) {
+        crate::arch::backend().axpy_bf16(alpha, x, acc)
+    }
+    #[inline]
+    fn widen(src: &[bf16], dst: &mut [f32]) {
+        crate::arch::backend().widen_bf16(src, dst)
     }
 }
