@@ -2,17 +2,36 @@
 //! grouped-query (GQA) and multi-query (MQA) key/value heads, any [`Mask`], [`Score`] and
 //! [`Bias`].
 //!
-//! Each query row walks only its allowed key ranges in tiles of [`TILE`] keys: the tile's
-//! logits live on the stack, the softmax is online, and the output row is the accumulator.
-//! No scratch, no score matrix: memory is O(TILE) per call whatever the lengths.
+//! Two paths compute the same function (each output row is the softmax-weighted mean of the
+//! value rows its mask allows; rows with no allowed key are zero):
+//!
+//! - **per row** (every case): each query row walks only its allowed key ranges in tiles of
+//!   [`TILE`] keys: the tile's logits live on the stack, the softmax is online, and the output
+//!   row is the accumulator. No scratch, no score matrix: memory is O(TILE) per call whatever
+//!   the lengths. The dot score of f32 keys is computed a tile at a time
+//!   ([`arch::Backend::dot_keys`]) and the exponentials a vector at a time.
+//! - **blocked** (x86_64 and aarch64 hosts, `Score::Dot`, `d` and `dv` at most 128, at least
+//!   [`BLOCKED_MIN_ROWS`] query rows): blocks of [`arch::BLOCK_ROWS`] query rows against tiles
+//!   of keys, so Q·Kᵀ and P·V run as register-blocked micro-kernels with the online softmax
+//!   fused between them (`sdpa/blocked.rs`). Masks skip whole tiles; a block whose rows do not
+//!   each allow a single contiguous run of keys (dilated, global or block-sparse masks) takes
+//!   the per-row path. The blocked path reads every key in the union of its block's allowed
+//!   runs, so a key that one row of the block may see is read (and weighted 0) for the others.
 
-use super::score::{Bias, Score};
+use super::score::{saturate, Bias, Score};
 use crate::arch;
 use crate::element::Element;
 use crate::error::{check_len, mul, nonzero, product, Error};
 use crate::mask::Mask;
-use crate::math::sqrt;
-use crate::softmax::OnlineSoftmax;
+use crate::math::{exp, sqrt};
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod blocked;
+
+/// Query rows from which calls that qualify take the blocked path (fewer rows, e.g. a decode
+/// step, would mostly fill a block with padding). The choice depends only on the shape, so
+/// every row of a call is computed the same way.
+pub const BLOCKED_MIN_ROWS: usize = 8;
 
 /// Keys scored per step of the online softmax: 32 logits = 128 bytes of stack.
 pub const TILE: usize = 32;
@@ -143,10 +162,7 @@ pub fn sdpa(
 ) -> Result<(), Error> {
     let scale = validate(q, k, v, out.len(), shape, params)?;
     // f32 output rows are their own accumulators: no scratch.
-    for_each_row(q, k, v, shape, |h, i, q_row, k_h, v_h| {
-        let out_row = &mut out[(h * shape.lq + i) * shape.dv..][..shape.dv];
-        attend_row(q_row, k_h, v_h, out_row, h, i, scale, params);
-    });
+    attend(q, k, v, out, shape, scale, params, &mut []);
     Ok(())
 }
 
@@ -181,13 +197,7 @@ pub fn sdpa_typed<E: Element>(
     let acc = scratch
         .get_mut(..needed)
         .ok_or(Error::ScratchTooSmall { needed, found })?;
-    for_each_row(q, k, v, shape, |h, i, q_row, k_h, v_h| {
-        attend_row(q_row, k_h, v_h, acc, h, i, scale, params);
-        let out_row = &mut out[(h * shape.lq + i) * shape.dv..][..shape.dv];
-        for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
-            *o = E::from_f32(a);
-        }
-    });
+    attend(q, k, v, out, shape, scale, params, acc);
     Ok(())
 }
 
@@ -218,15 +228,56 @@ fn validate<E>(
     params.validate(&shape)
 }
 
-/// Calls `f(head, row, q_row, k_head, v_head)` for every query row of every head, with the
-/// KV head that query head reads. Shapes must have been validated.
-#[inline]
-fn for_each_row<E>(
+/// Attention of validated tensors: the blocked path where it applies, else row by row.
+/// `acc` is one f32 output row for element types other than f32 (whose output rows are their
+/// own accumulators).
+#[allow(clippy::too_many_arguments)]
+fn attend<E: Element>(
     q: &[E],
     k: &[E],
     v: &[E],
+    out: &mut [E],
     shape: AttentionShape,
-    mut f: impl FnMut(usize, usize, &[E], &[E], &[E]),
+    scale: f32,
+    params: &SdpaParams<'_>,
+    acc: &mut [f32],
+) {
+    let mut row = |h: usize, i: usize, q_row: &[E], k_h: &[E], v_h: &[E], out_row: &mut [E]| {
+        match E::as_f32_mut(out_row) {
+            Some(out_row) => attend_row(q_row, k_h, v_h, out_row, h, i, scale, params),
+            None => {
+                attend_row(q_row, k_h, v_h, acc, h, i, scale, params);
+                for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
+                    *o = E::from_f32(a);
+                }
+            }
+        }
+    };
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if blocked::applies(shape, params) {
+        blocked::attend(q, k, v, out, shape, scale, params, &mut row);
+        return;
+    }
+    for_each_head(q, k, v, out, shape, |h, q_h, k_h, v_h, out_h| {
+        let rows = q_h
+            .chunks_exact(shape.d)
+            .zip(out_h.chunks_exact_mut(shape.dv));
+        for (i, (q_row, out_row)) in rows.enumerate() {
+            row(h, i, q_row, k_h, v_h, out_row);
+        }
+    });
+}
+
+/// Calls `f(head, q_head, k_head, v_head, out_head)` for every query head, with the KV head
+/// that query head reads. Shapes must have been validated.
+#[inline]
+fn for_each_head<E>(
+    q: &[E],
+    k: &[E],
+    v: &[E],
+    out: &mut [E],
+    shape: AttentionShape,
+    mut f: impl FnMut(usize, &[E], &[E], &[E], &mut [E]),
 ) {
     let AttentionShape {
         heads,
@@ -237,12 +288,57 @@ fn for_each_row<E>(
         dv,
     } = shape;
     let group = heads / kv_heads;
-    for (h, q_h) in q.chunks_exact(lq * d).enumerate() {
+    let heads_iter = q.chunks_exact(lq * d).zip(out.chunks_exact_mut(lq * dv));
+    for (h, (q_h, out_h)) in heads_iter.enumerate() {
         let kvh = h / group;
         let k_h = &k[kvh * lk * d..][..lk * d];
         let v_h = &v[kvh * lk * dv..][..lk * dv];
-        for (i, q_row) in q_h.chunks_exact(d).enumerate() {
-            f(h, i, q_row, k_h, v_h);
+        f(h, q_h, k_h, v_h, out_h);
+    }
+}
+
+/// Running maximum and sum of one row's online softmax, with the exponentials of a tile
+/// computed by the selected backend a vector at a time (as `softmax::OnlineSoftmax`, whose
+/// scalar `exp` per logit would dominate a decode step).
+struct RowSoftmax {
+    max: f32,
+    sum: f32,
+}
+
+impl RowSoftmax {
+    const fn new() -> Self {
+        RowSoftmax {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+        }
+    }
+
+    /// Replaces each score by `exp(score - running_max)`; returns the factor for what was
+    /// accumulated before (1 when the maximum did not move).
+    fn update(&mut self, backend: arch::Backend, scores: &mut [f32]) -> f32 {
+        let new_max = self.max.max(backend.max(scores));
+        if new_max == f32::NEG_INFINITY {
+            // Only -inf scores so far: they carry no weight.
+            scores.fill(0.0);
+            return 1.0;
+        }
+        let rescale = if self.max == new_max {
+            1.0
+        } else {
+            exp(self.max - new_max)
+        };
+        let tile_sum = backend.exp_sum(scores, new_max);
+        self.sum = self.sum * rescale + tile_sum;
+        self.max = new_max;
+        rescale
+    }
+
+    /// `1 / sum`, or 0 for a row that saw no weight (a fully masked row gives zeros).
+    fn inverse_sum(&self) -> f32 {
+        if self.sum > 0.0 {
+            1.0 / self.sum
+        } else {
+            0.0
         }
     }
 }
@@ -263,35 +359,53 @@ fn attend_row<E: Element>(
 ) {
     let (d, dv) = (q_row.len(), acc.len());
     let lk = k_h.len() / d;
+    let backend = arch::backend();
     acc.fill(0.0);
     let position = params.mask.position(row);
     let q_norm = params.score.query_norm(q_row);
-    let mut softmax = OnlineSoftmax::new();
+    // f32 dot scores are computed a tile at a time (several keys per pass over q).
+    let q_f32 = E::as_f32(q_row).filter(|_| params.score == Score::Dot);
+    let mut softmax = RowSoftmax::new();
     let mut logits = [0.0f32; TILE];
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
         while start < run.end {
             let end = run.end.min(start + TILE);
             let tile = &mut logits[..end - start];
+            let k_tile = &k_h[start * d..end * d];
+            let batched = match (q_f32, E::as_f32(k_tile)) {
+                (Some(q32), Some(k32)) => backend.dot_keys(q32, k32, d, scale, tile).is_ok(),
+                _ => false,
+            };
             for (t, j) in tile.iter_mut().zip(start..end) {
-                let k_row = &k_h[j * d..][..d];
+                // A batched logit that overflowed is recomputed by the score, which rescales.
+                let logit = if batched && t.is_finite() {
+                    *t
+                } else {
+                    params.score.logit(q_row, &k_h[j * d..][..d], q_norm, scale)
+                };
                 // Saturate at ±f32::MAX: a logit that overflowed to ±inf would otherwise
                 // give NaN (inf - inf) or a zero row for an allowed key.
-                *t = (params.score.logit(q_row, k_row, q_norm, scale)
-                    + params.bias.value(head, position, j))
-                .clamp(-f32::MAX, f32::MAX);
+                *t = saturate(logit + params.bias.value(head, position, j));
             }
-            let rescale = softmax.update(tile);
+            let rescale = softmax.update(backend, tile);
             if rescale != 1.0 {
-                arch::scale(acc, rescale);
+                backend.scale(acc, rescale);
             }
-            for (&w, j) in tile.iter().zip(start..end) {
-                E::axpy(w, &v_h[j * dv..][..dv], acc);
+            let v_tile = &v_h[start * dv..end * dv];
+            let done = match E::as_f32(v_tile) {
+                Some(v32) => backend.pv_row(tile, v32, dv, acc).is_ok(),
+                None => false,
+            };
+            if !done {
+                for (&w, v_row) in tile.iter().zip(v_tile.chunks_exact(dv)) {
+                    E::axpy(w, v_row, acc);
+                }
             }
             start = end;
         }
     }
-    arch::scale(acc, softmax.inverse_sum());
+    backend.scale(acc, softmax.inverse_sum());
 }
 
 /// Elements of `[heads, lq, dv]` attention output: a `const fn` for sizing `static` buffers.
