@@ -400,27 +400,23 @@ fn sub_scales(layer: &QLayer, s: &LayerScales) -> Vec<f32> {
     }
 }
 
-/// Runs the layer once in int8 with scales `s`: `src` at scale `input`, `memory` (decoder) at
-/// `memory_scale`. Writes the int8 output and returns the stage peaks.
-#[allow(clippy::too_many_arguments)]
-pub fn run_layer(
-    layer: &QLayer,
+/// The blocks both layer kinds share, prepared.
+struct Common<'a> {
+    norms: Vec<Int8LayerNorm<'a>>,
+    adds: Vec<Int8Add>,
+    ffn: Int8FfnParams<'a>,
+    self_attn: Int8MhaParams<'a>,
+}
+
+fn prepare_common<'a>(
+    layer: &'a QLayer,
     s: &LayerScales,
-    src: &[i8],
-    input: f32,
-    memory: Option<(&[i8], f32)>,
-    self_mask: Mask<'_>,
-    cross_mask: Mask<'_>,
-    out: &mut [i8],
-) -> Result<Int8LayerStats, String> {
-    let e = layer.embed;
-    let len = src.len() / e;
-    let fl = flow(layer, s, input);
+    fl: &Flow,
+    self_mask: Mask<'a>,
+    ints: &mut &'a mut [i32],
+    mults: &mut &'a mut [FixedMultiplier],
+) -> Result<Common<'a>, String> {
     let subs = sub_scales(layer, s);
-    let mut pools = Pools::new(layer);
-    let mut ints: &mut [i32] = &mut pools.ints;
-    let mut mults: &mut [FixedMultiplier] = &mut pools.mults;
-    let (ints, mults) = (&mut ints, &mut mults);
     let mut norms = Vec::new();
     let mut adds = Vec::new();
     for (i, n) in layer.norms.iter().enumerate() {
@@ -443,11 +439,11 @@ pub fn run_layer(
             Int8Add::default()
         });
     }
-    let act = Int8Lut::prepare(layer.activation, s.hidden, s.hidden)
+    let activation = Int8Lut::prepare(layer.activation, s.hidden, s.hidden)
         .map_err(|e| format!("Int8Lut::prepare: {e}"))?;
     let ffn = Int8FfnParams {
         linear1: layer.linear1.prepare(fl.ffn_in, s.hidden, ints, mults)?,
-        activation: act,
+        activation,
         linear2: layer.linear2.prepare(s.hidden, s.ffn_out, ints, mults)?,
     };
     let self_attn = prepare_mha(
@@ -460,70 +456,124 @@ pub fn run_layer(
         ints,
         mults,
     )?;
+    Ok(Common {
+        norms,
+        adds,
+        ffn,
+        self_attn,
+    })
+}
+
+/// Prepares the encoder params for scales `s` (input at scale `input`) and calls `f`.
+pub fn with_encoder_params<R>(
+    layer: &QLayer,
+    s: &LayerScales,
+    input: f32,
+    mask: Mask<'_>,
+    f: impl FnOnce(&Int8EncoderParams<'_>) -> R,
+) -> Result<R, String> {
+    let fl = flow(layer, s, input);
+    let mut pools = Pools::new(layer);
+    let mut ints: &mut [i32] = &mut pools.ints;
+    let mut mults: &mut [FixedMultiplier] = &mut pools.mults;
+    let c = prepare_common(layer, s, &fl, mask, &mut ints, &mut mults)?;
+    let params = Int8EncoderParams {
+        self_attn: c.self_attn,
+        ffn: c.ffn,
+        norm1: c.norms[0],
+        norm2: c.norms[1],
+        residual1: c.adds[0],
+        residual2: c.adds[1],
+        norm_first: layer.norm_first,
+    };
+    Ok(f(&params))
+}
+
+/// Prepares the decoder params for scales `s` (target at `input`, memory at `memory`) and
+/// calls `f`.
+pub fn with_decoder_params<R>(
+    layer: &QLayer,
+    s: &LayerScales,
+    input: f32,
+    memory: f32,
+    self_mask: Mask<'_>,
+    cross_mask: Mask<'_>,
+    f: impl FnOnce(&Int8DecoderParams<'_>) -> R,
+) -> Result<R, String> {
+    let cross = layer.cross_attn.as_ref().ok_or("not a decoder layer")?;
+    let fl = flow(layer, s, input);
+    let mut pools = Pools::new(layer);
+    let mut ints: &mut [i32] = &mut pools.ints;
+    let mut mults: &mut [FixedMultiplier] = &mut pools.mults;
+    let c = prepare_common(layer, s, &fl, self_mask, &mut ints, &mut mults)?;
+    let cross_attn = prepare_mha(
+        cross,
+        fl.attn_in[1],
+        memory,
+        &s.cross_attn,
+        layer.heads,
+        cross_mask,
+        &mut ints,
+        &mut mults,
+    )?;
+    let params = Int8DecoderParams {
+        self_attn: c.self_attn,
+        cross_attn,
+        ffn: c.ffn,
+        norm1: c.norms[0],
+        norm2: c.norms[1],
+        norm3: c.norms[2],
+        residual1: c.adds[0],
+        residual2: c.adds[1],
+        residual3: c.adds[2],
+        norm_first: layer.norm_first,
+    };
+    Ok(f(&params))
+}
+
+/// Runs the layer once in int8 with scales `s`: `src` at scale `input`, `memory` (decoder) at
+/// its scale. Writes the int8 output and returns the stage peaks.
+#[allow(clippy::too_many_arguments)]
+pub fn run_layer(
+    layer: &QLayer,
+    s: &LayerScales,
+    src: &[i8],
+    input: f32,
+    memory: Option<(&[i8], f32)>,
+    self_mask: Mask<'_>,
+    cross_mask: Mask<'_>,
+    out: &mut [i8],
+) -> Result<Int8LayerStats, String> {
+    let (e, heads, hidden) = (layer.embed, layer.heads, layer.hidden());
+    let len = src.len() / e;
     let mut stats = Int8LayerStats::default();
-    let mut acc = vec![0i64; int8_layer_acc_len(e, layer.heads)];
-    match (&layer.cross_attn, memory) {
-        (None, _) => {
-            let params = Int8EncoderParams {
-                self_attn,
-                ffn,
-                norm1: norms[0],
-                norm2: norms[1],
-                residual1: adds[0],
-                residual2: adds[1],
-                norm_first: layer.norm_first,
-            };
-            let shape = EncoderShape::new(len, e, layer.heads, layer.hidden());
+    let mut acc = vec![0i64; int8_layer_acc_len(e, heads)];
+    match memory {
+        None => {
+            let shape = EncoderShape::new(len, e, heads, hidden);
             let mut scratch = vec![0i8; int8_encoder_scratch_len(shape)];
-            int8_encoder_layer(
-                src,
-                &params,
-                out,
-                shape,
-                &mut scratch,
-                &mut acc,
-                Some(&mut stats),
-            )
+            with_encoder_params(layer, s, input, self_mask, |p| {
+                int8_encoder_layer(src, p, out, shape, &mut scratch, &mut acc, Some(&mut stats))
+            })?
             .map_err(|err| format!("int8_encoder_layer: {err}"))?;
         }
-        (Some(cross), Some((mem, mem_scale))) => {
-            let cross_attn = prepare_mha(
-                cross,
-                fl.attn_in[1],
-                mem_scale,
-                &s.cross_attn,
-                layer.heads,
-                cross_mask,
-                ints,
-                mults,
-            )?;
-            let params = Int8DecoderParams {
-                self_attn,
-                cross_attn,
-                ffn,
-                norm1: norms[0],
-                norm2: norms[1],
-                norm3: norms[2],
-                residual1: adds[0],
-                residual2: adds[1],
-                residual3: adds[2],
-                norm_first: layer.norm_first,
-            };
-            let shape = DecoderShape::new(len, mem.len() / e, e, layer.heads, layer.hidden());
+        Some((mem, mem_scale)) => {
+            let shape = DecoderShape::new(len, mem.len() / e, e, heads, hidden);
             let mut scratch = vec![0i8; int8_decoder_scratch_len(shape)];
-            int8_decoder_layer(
-                src,
-                mem,
-                &params,
-                out,
-                shape,
-                &mut scratch,
-                &mut acc,
-                Some(&mut stats),
-            )
+            with_decoder_params(layer, s, input, mem_scale, self_mask, cross_mask, |p| {
+                int8_decoder_layer(
+                    src,
+                    mem,
+                    p,
+                    out,
+                    shape,
+                    &mut scratch,
+                    &mut acc,
+                    Some(&mut stats),
+                )
+            })?
             .map_err(|err| format!("int8_decoder_layer: {err}"))?;
         }
-        (Some(_), None) => return Err("decoder layer without memory".into()),
     }
     Ok(stats)
 }
