@@ -211,7 +211,7 @@ fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range
     let clip = |start: i128, end: i128| {
         let (start, end) = (start.max(from_i), end.min(lk_i));
         // Both now lie in [0, lk], so the casts are exact.
-        (start < end).then(|| start as usize..end as usize)
+        (start < end).then_some(start as usize..end as usize)
     };
     let is_global = |global: &[usize], x: i128| global.iter().any(|&g| g as i128 == x);
     match *term {

@@ -50,10 +50,12 @@ impl MhaShape {
     /// Features per head, or an error for a zero dimension or heads not dividing `embed`.
     pub fn head_dim(&self) -> Result<usize, Error> {
         nonzero(&[self.lq, self.lk, self.embed, self.heads])?;
-        if self.embed % self.heads != 0 {
+        // `heads` is positive here; `max(1)` lets the compiler drop the division panics.
+        let heads = self.heads.max(1);
+        if self.embed % heads != 0 {
             return Err(Error::HeadsMismatch);
         }
-        Ok(self.embed / self.heads)
+        Ok(self.embed / heads)
     }
 
     /// The attention each head runs, on the projected tensors.
@@ -232,10 +234,13 @@ fn split_scratch(scratch: &mut [f32], shape: MhaShape) -> Result<Buffers<'_>, Er
     if found < needed {
         return Err(Error::ScratchTooSmall { needed, found });
     }
-    let (q, rest) = scratch.split_at_mut(q_len);
-    let (k, rest) = rest.split_at_mut(kv_len);
-    let (v, rest) = rest.split_at_mut(kv_len);
-    let attn = &mut rest[..q_len];
+    // `needed` >= 2 q_len + 2 kv_len; the `min`s only let the compiler see that the splits
+    // cannot fail (no panic path).
+    let (q, rest) = scratch.split_at_mut(q_len.min(found));
+    let (k, rest) = rest.split_at_mut(kv_len.min(rest.len()));
+    let (v, rest) = rest.split_at_mut(kv_len.min(rest.len()));
+    let attn_len = q_len.min(rest.len());
+    let (attn, _) = rest.split_at_mut(attn_len);
     Ok(Buffers { q, k, v, attn })
 }
 
@@ -278,12 +283,15 @@ fn attend_heads<'s, E: Element>(
 
     let Buffers { q, k, v, attn } = buffers;
     let ee = e * e;
-    let (wq, wk, wv) = (
-        &weights.in_proj_weight[..ee],
-        &weights.in_proj_weight[ee..2 * ee],
-        &weights.in_proj_weight[2 * ee..],
-    );
-    let bias = |part: usize| weights.in_proj_bias.map(|b| &b[part * e..][..e]);
+    // Lengths were checked above; `min` and `get` only spare the compiler's panic paths.
+    let w = weights.in_proj_weight;
+    let (wq, rest) = w.split_at(ee.min(w.len()));
+    let (wk, wv) = rest.split_at(ee.min(rest.len()));
+    let bias = |part: usize| {
+        weights
+            .in_proj_bias
+            .and_then(|b| b.get(part * e..)?.get(..e))
+    };
     project_heads(query, wq, bias(0), q, shape.lq, e, hd)?;
     project_heads(key, wk, bias(1), k, shape.lk, e, hd)?;
     project_heads(value, wv, bias(2), v, shape.lk, e, hd)?;
@@ -291,9 +299,16 @@ fn attend_heads<'s, E: Element>(
     sdpa(q, k, v, attn, attention, params)?;
 
     // Concatenate heads into the now free Q area: row i is [head 0 | head 1 | ...].
-    for (h, attn_h) in attn.chunks_exact(shape.lq * hd).enumerate() {
-        for (row, head_row) in q.chunks_exact_mut(e).zip(attn_h.chunks_exact(hd)) {
-            row[h * hd..][..hd].copy_from_slice(head_row);
+    // (`max(1)`, `get` and `next` rather than `zip` of chunk iterators, which divides by
+    // the chunk sizes, only let the compiler see there is no panic path.)
+    for (h, attn_h) in attn.chunks_exact((shape.lq * hd).max(1)).enumerate() {
+        let mut rows = q.chunks_exact_mut(e.max(1));
+        let mut head_rows = attn_h.chunks_exact(hd.max(1));
+        while let (Some(row), Some(head_row)) = (rows.next(), head_rows.next()) {
+            let slot = row.get_mut(h * hd..).unwrap_or_default();
+            for (dst, &src) in slot.iter_mut().zip(head_row) {
+                *dst = src;
+            }
         }
     }
     Ok(q)
@@ -312,9 +327,11 @@ fn project_heads<E: Element>(
     hd: usize,
 ) -> Result<(), Error> {
     let head_shape = LinearShape::new(rows, e, hd);
-    let w_heads = w.chunks_exact(hd * e);
-    for (h, (w_h, out_h)) in w_heads.zip(out.chunks_exact_mut(rows * hd)).enumerate() {
-        let b_h = b.map(|b| &b[h * hd..][..hd]);
+    // Shapes were validated; `max(1)` and `get` only spare the compiler's panic paths.
+    let w_heads = w.chunks_exact((hd * e).max(1));
+    let out_heads = out.chunks_exact_mut((rows * hd).max(1));
+    for (h, (w_h, out_h)) in w_heads.zip(out_heads).enumerate() {
+        let b_h = b.and_then(|b| b.get(h * hd..)?.get(..hd));
         linear_typed(x, w_h, b_h, out_h, head_shape)?;
     }
     Ok(())

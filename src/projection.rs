@@ -190,9 +190,11 @@ fn linear_core<X: Element, W: Element, Y: Element>(
     shape: LinearShape,
     dot: impl Fn(&[X], &[W]) -> f32,
 ) {
-    let (n_in, n_out) = (shape.in_features, shape.out_features);
-    let x_blocks = x.chunks(ROW_BLOCK * n_in);
-    let y_blocks = y.chunks_mut(ROW_BLOCK * n_out);
+    // Validated positive; `max(1)` only lets the compiler drop the zero-chunk panic paths.
+    let (n_in, n_out) = (shape.in_features.max(1), shape.out_features.max(1));
+    // Saturating: a wrapped block size could be 0.
+    let x_blocks = x.chunks(ROW_BLOCK.saturating_mul(n_in));
+    let y_blocks = y.chunks_mut(ROW_BLOCK.saturating_mul(n_out));
     for (x_block, y_block) in x_blocks.zip(y_blocks) {
         for (o, w_row) in w.chunks_exact(n_in).enumerate() {
             let bias = b.and_then(|b| b.get(o)).map_or(0.0, |&b| b.to_f32());

@@ -163,8 +163,10 @@ pub fn additive_attention_typed<E: Element>(
         weights.len(),
     )?;
     let all = take_scratch(scratch, additive_attention_typed_scratch_len(shape))?;
-    let (proj, rest) = all.split_at_mut(shape.a);
-    let (scores, acc) = rest.split_at_mut(shape.l);
+    // `all` has exactly a + l + dv elements; the `min`s only let the compiler see that the
+    // splits cannot fail (no panic path).
+    let (proj, rest) = all.split_at_mut(shape.a.min(all.len()));
+    let (scores, acc) = rest.split_at_mut(shape.l.min(rest.len()));
     additive_core(query, keys, values, shape, params, proj, scores, acc);
     store(scores, weights);
     store(acc, context);
@@ -292,7 +294,10 @@ fn additive_core<E: Element>(
     scores: &mut [f32],
     context: &mut [f32],
 ) {
-    for (p, w_row) in proj.iter_mut().zip(params.w_query.chunks_exact(shape.dq)) {
+    for (p, w_row) in proj
+        .iter_mut()
+        .zip(params.w_query.chunks_exact(shape.dq.max(1)))
+    {
         *p = E::dot(w_row, query);
     }
     let proj = &*proj;
@@ -301,7 +306,7 @@ fn additive_core<E: Element>(
         let mut in_range = true;
         for ((&p, w_row), &v_a) in proj
             .iter()
-            .zip(params.w_key.chunks_exact(shape.dk))
+            .zip(params.w_key.chunks_exact(shape.dk.max(1)))
             .zip(params.v)
         {
             let x = p + E::dot(w_row, k_row);
@@ -313,8 +318,8 @@ fn additive_core<E: Element>(
         } else {
             let rows = params
                 .w_query
-                .chunks_exact(shape.dq)
-                .zip(params.w_key.chunks_exact(shape.dk));
+                .chunks_exact(shape.dq.max(1))
+                .zip(params.w_key.chunks_exact(shape.dk.max(1)));
             tanh_score_rescaled(params.v, rows, query, k_row)
         }
     });
@@ -334,7 +339,13 @@ pub(super) fn tanh_score_rescaled<'w, E: Element>(
 ) -> f32 {
     let ev = max_exponent(v);
     let mut sum = 0.0f32;
-    for (&v_a, (wq, wk)) in v.iter().zip(rows) {
+    let mut rows = rows;
+    for &v_a in v {
+        // `next` rather than `zip`: zip asks the chunk iterator for its length, a division
+        // whose divisor the compiler cannot see is non-zero here (a panic path).
+        let Some((wq, wk)) = rows.next() else {
+            break;
+        };
         let x = dot_rescaled(&[(wq, q), (wk, k)], 1.0);
         sum += libm::scalbnf(v_a.to_f32(), -ev) * tanh(x);
     }
@@ -360,7 +371,7 @@ pub(super) fn score_allowed<E>(
         ) else {
             continue;
         };
-        for (s, k_row) in s_run.iter_mut().zip(k_run.chunks_exact(dk)) {
+        for (s, k_row) in s_run.iter_mut().zip(k_run.chunks_exact(dk.max(1))) {
             *s = score(k_row);
         }
     }
@@ -371,7 +382,7 @@ pub(super) fn score_allowed<E>(
 pub(super) fn softmax_context<E: Element>(scores: &mut [f32], values: &[E], context: &mut [f32]) {
     softmax_in_place(scores);
     context.fill(0.0);
-    for (&w, v_row) in scores.iter().zip(values.chunks_exact(context.len())) {
+    for (&w, v_row) in scores.iter().zip(values.chunks_exact(context.len().max(1))) {
         // Masked keys have weight exactly 0: skip their values.
         if w != 0.0 {
             E::axpy(w, v_row, context);

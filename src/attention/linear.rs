@@ -94,7 +94,7 @@ pub const fn linear_attention_scratch_len(shape: AttentionShape) -> usize {
 /// elements and `v` `dv` (checked by the callers).
 #[inline]
 fn push_core<E: Element>(s: &mut [f32], z: &mut [f32], dv: usize, k: &[E], v: &[E]) {
-    for ((s_row, z_a), &k_a) in s.chunks_exact_mut(dv).zip(z.iter_mut()).zip(k) {
+    for ((s_row, z_a), &k_a) in s.chunks_exact_mut(dv.max(1)).zip(z.iter_mut()).zip(k) {
         let p = elu_plus_one(k_a.to_f32());
         *z_a += p;
         E::axpy(p, v, s_row);
@@ -108,7 +108,7 @@ fn query_core<E: Element>(s: &[f32], z: &[f32], acc: &mut [f32], eps: f32, q: &[
     let dv = acc.len();
     acc.fill(0.0);
     let mut den = 0.0f32;
-    for ((s_row, &z_a), &q_a) in s.chunks_exact(dv).zip(z).zip(q) {
+    for ((s_row, &z_a), &q_a) in s.chunks_exact(dv.max(1)).zip(z).zip(q) {
         let p = elu_plus_one(q_a.to_f32());
         den += p * z_a;
         arch::axpy(p, s_row, acc);
@@ -174,8 +174,10 @@ impl<'a> LinearAttentionState<'a> {
             .get_mut(..needed)
             .ok_or(Error::ScratchTooSmall { needed, found })?;
         buffer.fill(0.0);
-        let (s, rest) = buffer.split_at_mut(s_len);
-        let (z, acc) = rest.split_at_mut(d);
+        // `buffer` has exactly s_len + d + dv elements; the `min`s only let the compiler
+        // see that the splits cannot fail (no panic path).
+        let (s, rest) = buffer.split_at_mut(s_len.min(buffer.len()));
+        let (z, acc) = rest.split_at_mut(d.min(rest.len()));
         Ok(LinearAttentionState { s, z, acc, eps })
     }
 
@@ -372,23 +374,29 @@ pub fn linear_attention_typed<E: Element>(
         dv,
     } = shape;
     let mut state = LinearAttentionState::new(scratch, d, dv, params.eps)?;
-    let group = heads / kv_heads;
+    let group = heads / kv_heads.max(1);
     // Each key/value head's state is built once and read by the `group` query heads that
-    // share it; the lengths above make every chunk below exact.
-    let heads_iter = k
-        .chunks_exact(lk * d)
-        .zip(v.chunks_exact(lk * dv))
-        .zip(q.chunks_exact(group * lq * d))
-        .zip(out.chunks_exact_mut(group * lq * dv));
-    for (((k_h, v_h), q_g), out_g) in heads_iter {
+    // share it; the lengths above make every chunk below exact. The `max(1)`s and the
+    // `next` calls (rather than `zip`, which divides by the chunk sizes to find its length)
+    // only let the compiler see there is no panic path.
+    let mut k_heads = k.chunks_exact((lk * d).max(1));
+    let mut v_heads = v.chunks_exact((lk * dv).max(1));
+    let mut q_groups = q.chunks_exact((group * lq * d).max(1));
+    let mut out_groups = out.chunks_exact_mut((group * lq * dv).max(1));
+    while let (Some(k_h), Some(v_h), Some(q_g), Some(out_g)) = (
+        k_heads.next(),
+        v_heads.next(),
+        q_groups.next(),
+        out_groups.next(),
+    ) {
         state.reset();
-        let tokens = k_h.chunks_exact(d).zip(v_h.chunks_exact(dv));
+        let tokens = k_h.chunks_exact(d.max(1)).zip(v_h.chunks_exact(dv.max(1)));
         if params.causal {
             for (t, (k_t, v_t)) in tokens.enumerate() {
                 push_core(state.s, state.z, dv, k_t, v_t);
                 for (q_h, out_h) in q_g
-                    .chunks_exact(lq * d)
-                    .zip(out_g.chunks_exact_mut(lq * dv))
+                    .chunks_exact((lq * d).max(1))
+                    .zip(out_g.chunks_exact_mut((lq * dv).max(1)))
                 {
                     let (Some(q_t), Some(out_t)) = (
                         q_h.get(t * d..(t + 1) * d),
@@ -403,7 +411,10 @@ pub fn linear_attention_typed<E: Element>(
             for (k_t, v_t) in tokens {
                 push_core(state.s, state.z, dv, k_t, v_t);
             }
-            for (q_i, out_i) in q_g.chunks_exact(d).zip(out_g.chunks_exact_mut(dv)) {
+            for (q_i, out_i) in q_g
+                .chunks_exact(d.max(1))
+                .zip(out_g.chunks_exact_mut(dv.max(1)))
+            {
                 query_core(state.s, state.z, state.acc, state.eps, q_i, out_i);
             }
         }

@@ -179,8 +179,11 @@ pub fn luong_attention_typed<E: Element>(
     )?;
     let needed = luong_attention_typed_scratch_len(shape, &params.score);
     let all = take_scratch(scratch, needed)?;
-    let (pre, rest) = all.split_at_mut(luong_attention_scratch_len(shape, &params.score));
-    let (scores, acc) = rest.split_at_mut(shape.l);
+    // `all` has exactly pre + l + dv elements; the `min`s only let the compiler see that
+    // the splits cannot fail (no panic path).
+    let pre_len = luong_attention_scratch_len(shape, &params.score);
+    let (pre, rest) = all.split_at_mut(pre_len.min(all.len()));
+    let (scores, acc) = rest.split_at_mut(shape.l.min(rest.len()));
     luong_core(query, keys, values, shape, params, pre, scores, acc);
     store(scores, weights);
     store(acc, context);
@@ -401,7 +404,7 @@ fn luong_core<E: Element>(
         LuongScore::General { w } => {
             // u = Wᵀ q = Σ_r q_r W[r, :], so that qᵀ W k = u · k.
             pre.fill(0.0);
-            for (&q_r, w_row) in query.iter().zip(w.chunks_exact(d)) {
+            for (&q_r, w_row) in query.iter().zip(w.chunks_exact(d.max(1))) {
                 E::axpy(q_r.to_f32(), w_row, pre);
             }
             let u = &*pre;
@@ -417,7 +420,10 @@ fn luong_core<E: Element>(
         }
         LuongScore::Concat { w, v } => {
             // Row a of W is [W_q a | W_k a]: W [q; k] = W_q q + W_k k, and W_q q is per query.
-            let halves = || w.chunks_exact(2 * d).map(|row| row.split_at(d));
+            let halves = || {
+                w.chunks_exact((2 * d).max(1))
+                    .map(|row| row.split_at(d.min(row.len())))
+            };
             for (p, (w_q, _)) in pre.iter_mut().zip(halves()) {
                 *p = E::dot(w_q, query);
             }
