@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # No float in the int8 kernels: links a throwaway firmware image for thumbv6m-none-eabi
 # (Cortex-M0, no FPU: every float operation would be a call into a soft-float routine) whose
-# only code path runs the int8 entry points (sdpa, MHA, dense, Luong, Bahdanau, linear, requantize) with parameters built from raw integers
-# (`FixedMultiplier::from_raw`, `Int8SdpaParams::from_raw`), every score, mask term and bias
-# chosen at run time so nothing is optimized away. The linker keeps only reachable code
+# only code path runs the int8 entry points (sdpa, MHA, dense, Luong, Bahdanau, linear, requantize,
+# and the layers: LayerNorm, residual add, FFN, encoder and decoder layers, ViT patch embedding,
+# GAT) with parameters built from raw integers (`FixedMultiplier::from_raw`,
+# `Int8SdpaParams::from_raw`, the public integer fields of the layer parameter structs, never
+# their float `prepare`), every score, mask term, bias, table and shape chosen at run time so
+# nothing is optimized away. The linker keeps only reachable code
 # (--gc-sections), so a soft-float symbol in the image means the int8 path uses float.
 #
 # A control image that also runs the float "prepare" step (`Int8SdpaParams::new`) must show
@@ -51,6 +54,14 @@ use microattn::attention::int8::{
     Int8SdpaParams, Int8TanhMultipliers,
 };
 use microattn::attention::{AdditiveShape, AttentionShape, LuongShape};
+use microattn::graph::GatShape;
+use microattn::graph_int8::{int8_gat, Int8GatParams, Int8GatStats};
+use microattn::layers::int8::{
+    int8_add, int8_decoder_layer, int8_encoder_layer, int8_ffn, int8_layer_norm,
+    int8_patch_embed, Int8Add, Int8DecoderParams, Int8EncoderParams, Int8FfnParams,
+    Int8LayerNorm, Int8LayerStats, Int8Lut, Int8PatchEmbed,
+};
+use microattn::layers::{DecoderShape, EncoderShape, FfnShape, PatchShape};
 use microattn::mha::MhaShape;
 use microattn::projection::LinearShape;
 use microattn::mask::{Mask, MaskTerm};
@@ -135,7 +146,117 @@ pub fn probe() -> i32 {
     };
     let mut total = status + requantize(raw(28), multiplier(29)) as i32;
     total += out.iter().map(|&x| x as i32).sum::<i32>();
-    total + others(&params, q, k, v)
+    total + others(&params, q, k, v) + layers(&params, q, k, v)
+}
+
+/// The int8 layers (LayerNorm, add, FFN, encoder, decoder, ViT patch embedding, GAT), chosen by
+/// `RAW[2]`, every parameter from the public integer fields (no float `prepare`).
+fn layers(attention: &Int8SdpaParams<'_>, x: &[i8], w: &[i8], v: &[i8]) -> i32 {
+    let ms = [multiplier(1), multiplier(3), multiplier(5), multiplier(29)];
+    let n = raw(31) as usize % 4 + 1;
+    let dim = |i: usize| raw(i) as usize % 16 + 1;
+    let table = unsafe { &*addr_of!(TABLE) };
+    let dense = Int8Dense {
+        weight: w,
+        bias: if raw(12) != 0 { Some(&table[..n]) } else { None },
+        multipliers: &ms[..n],
+    };
+    let attn = Int8MhaParams {
+        q_proj: dense,
+        k_proj: dense,
+        v_proj: dense,
+        out_proj: dense,
+        attention: *attention,
+    };
+    let norm = |i: usize| Int8LayerNorm {
+        gamma: &table[..dim(15)],
+        beta: &table[dim(16)..][..dim(15)],
+        eps: raw(13) as i64 + ((raw(14) as i64) << 32),
+        input: ms[i % 4],
+        sublayer: ms[(i + 1) % 4],
+    };
+    let add = |i: usize| Int8Add { input: ms[i % 4], sublayer: ms[(i + 2) % 4] };
+    let ffn = Int8FfnParams {
+        linear1: dense,
+        activation: Int8Lut { table: core::array::from_fn(|i| raw(i) as i8) },
+        linear2: Int8Dense { weight: v, ..dense },
+    };
+    let (out, acc) = unsafe { (&mut *core::ptr::addr_of_mut!(OUT), &mut *core::ptr::addr_of_mut!(SCRATCH)) };
+    let (y, scratch) = out.split_at_mut(raw(27) as usize % 512);
+    let sub = if raw(12) != 0 { Some(v) } else { None };
+    let peak = |r: Result<i64, microattn::Error>| r.unwrap_or(-1) as i32;
+    let ok = |r: Result<(), microattn::Error>| r.is_ok() as i32;
+    let mut stats = Int8LayerStats::default();
+    let status = match raw(2) {
+        0 => peak(int8_layer_norm(x, sub, &norm(0), y, dim(15))),
+        1 => peak(int8_add(x, v, &add(0), y)),
+        2 => {
+            let shape = FfnShape::new(dim(15), dim(16), dim(17));
+            int8_ffn(x, &ffn, y, shape, scratch).map_or(-1, |s| (s.hidden + s.out) as i32)
+        }
+        3 => {
+            let params = Int8EncoderParams {
+                self_attn: attn,
+                ffn,
+                norm1: norm(0),
+                norm2: norm(1),
+                residual1: add(0),
+                residual2: add(1),
+                norm_first: raw(21) != 0,
+            };
+            let shape = EncoderShape::new(dim(15), dim(16), dim(17), dim(18));
+            ok(int8_encoder_layer(x, &params, y, shape, scratch, acc, Some(&mut stats)))
+        }
+        4 => {
+            let params = Int8DecoderParams {
+                self_attn: attn,
+                cross_attn: Int8MhaParams { k_proj: Int8Dense { weight: x, ..dense }, ..attn },
+                ffn,
+                norm1: norm(0),
+                norm2: norm(1),
+                norm3: norm(2),
+                residual1: add(0),
+                residual2: add(1),
+                residual3: add(2),
+                norm_first: raw(21) != 0,
+            };
+            let shape = DecoderShape::new(dim(15), dim(16), dim(17), dim(18), dim(19));
+            ok(int8_decoder_layer(x, w, &params, y, shape, scratch, acc, Some(&mut stats)))
+        }
+        5 => {
+            let params = Int8PatchEmbed {
+                weight: w,
+                offsets: &table[..raw(10) as usize % 64],
+                multipliers: &ms[..n],
+                cls: sub,
+            };
+            let shape = PatchShape::new(dim(15), dim(16), dim(17), dim(18), dim(19));
+            peak(int8_patch_embed(x, &params, y, shape, scratch))
+        }
+        _ => {
+            let params = Int8GatParams {
+                lin: dense,
+                att_src: v,
+                att_dst: &w[..(raw(26) as usize % 64).min(w.len())],
+                src_logit: ms[0],
+                dst_logit: ms[1],
+                slope_q16: raw(20),
+                out: ms[2],
+                bias: if raw(21) != 0 { Some(&table[..n]) } else { None },
+                concat: raw(22) != 0,
+                add_self_loops: raw(23) != 0,
+            };
+            let edges: [i32; 8] = core::array::from_fn(|i| raw(i + 16));
+            let edges = &edges[..raw(24) as usize % 9];
+            let shape = GatShape::new(dim(15), dim(16), dim(17), dim(18));
+            let mut gat = Int8GatStats::default();
+            let r = ok(int8_gat(x, edges, &params, y, shape, scratch, acc, Some(&mut gat)));
+            r + (gat.projected + gat.out) as i32
+        }
+    };
+    let s = stats;
+    let peaks = s.self_attn.out + s.cross_attn.q + s.ffn.hidden + s.norm[0] + s.norm[2] + s.residual[1];
+    status + peaks as i32 + y.iter().map(|&b| b as i32).sum::<i32>()
 }
 
 /// The other int8 entry points: dense, MHA, Luong, linear, Bahdanau, chosen by `RAW[30]`.
@@ -279,4 +400,4 @@ if [ -n "$found" ]; then
   echo "no_float: FAIL (int8 entry points reference soft-float routines: $found)"
   exit 1
 fi
-echo "no_float: PASS (int8_sdpa, int8_mha, int8_dense, int8_luong_attention, int8_additive_attention, int8_linear_attention, requantize for $target, $size-byte image: no soft-float symbol; control image has: $control)"
+echo "no_float: PASS (int8_sdpa, int8_mha, int8_dense, int8_luong_attention, int8_additive_attention, int8_linear_attention, requantize, int8_layer_norm, int8_add, int8_ffn, int8_encoder_layer, int8_decoder_layer, int8_patch_embed, int8_gat for $target, $size-byte image: no soft-float symbol; control image has: $control)"
