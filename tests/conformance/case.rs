@@ -18,20 +18,37 @@ pub enum ElemType {
     F32,
     /// Inputs and outputs stored as IEEE half.
     F16,
+    /// Inputs and outputs stored as bfloat16: a project extension, not a `FORMAT.md` type.
+    /// It runs only when `MICROATTN_CONFORMANCE_TYPES` names it, on every case with an `f16`
+    /// tolerance, against 8 times that tolerance (see `main.rs`).
+    Bf16,
     /// Inputs quantized to int8, integer kernels.
     I8,
 }
 
 impl ElemType {
-    /// Every type, in the order the runner checks them.
-    pub const ALL: [ElemType; 3] = [ElemType::F32, ElemType::F16, ElemType::I8];
+    /// The `FORMAT.md` types, in the order the runner checks them: the default type list.
+    pub const DEFAULT: [ElemType; 3] = [ElemType::F32, ElemType::F16, ElemType::I8];
+
+    /// Every type `MICROATTN_CONFORMANCE_TYPES` may name, in the order the runner checks them.
+    pub const ALL: [ElemType; 4] = [ElemType::F32, ElemType::F16, ElemType::Bf16, ElemType::I8];
 
     /// The name used in `tolerance` and `MICROATTN_CONFORMANCE_TYPES`.
     pub fn name(self) -> &'static str {
         match self {
             ElemType::F32 => "f32",
             ElemType::F16 => "f16",
+            ElemType::Bf16 => "bf16",
             ElemType::I8 => "i8",
+        }
+    }
+
+    /// Whether values are stored as floats (f32, f16, bf16): the types the `ops/<op>.rs`
+    /// adapters run, through the library's generic float kernels.
+    pub fn is_float(self) -> bool {
+        match self {
+            ElemType::F32 | ElemType::F16 | ElemType::Bf16 => true,
+            ElemType::I8 => false,
         }
     }
 

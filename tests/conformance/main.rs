@@ -5,6 +5,14 @@
 //! prints one line per case and type with the measured rel-L2 of each output, and closes with
 //! `conformance: N passed, M failed`. The exit code is non-zero when anything failed.
 //!
+//! Element types: `FORMAT.md`'s `f32`, `f16` and `i8` by default. `bf16` (inputs, weights and
+//! outputs stored as `half::bf16`, through the same generic `*_typed` kernels as f16) is a
+//! project extension that runs only when `MICROATTN_CONFORMANCE_TYPES` names it, so the
+//! default run on `FORMAT.md` cases is unchanged. A case is run in bf16 when it has an `f16`
+//! tolerance, and the bound is 8 times that tolerance: bf16 keeps 8 significant bits to f16's
+//! 11, so its rounding of every stored value is 2^3 = 8 times coarser (a `bf16` key in a case
+//! file is not read: `FORMAT.md` defines none). See `tests/conformance/README.md`.
+//!
 //! Before the cases it checks itself: a perturbed reference, a NaN output and malformed files
 //! must all be reported as failures, so a green run cannot come from a comparison that never
 //! fails.
@@ -17,6 +25,10 @@ use case::{compare, Case, Comparison, ElemType};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// How much looser the bf16 bound is than the case's f16 bound: bf16 has 3 fewer significand
+/// bits than f16 (7 + 1 against 10 + 1), so its unit roundoff is 2^3 times larger.
+const BF16_TOLERANCE_FACTOR: f64 = 8.0;
 
 /// Passed and failed (case, type) runs.
 #[derive(Default)]
@@ -70,18 +82,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The types `$MICROATTN_CONFORMANCE_TYPES` allows (all when unset or blank).
+/// The types `$MICROATTN_CONFORMANCE_TYPES` allows (`FORMAT.md`'s f32, f16, i8 when unset or
+/// blank; bf16 only when named).
 fn allowed_types() -> Result<Vec<ElemType>, String> {
     let Ok(list) = std::env::var("MICROATTN_CONFORMANCE_TYPES") else {
-        return Ok(ElemType::ALL.to_vec());
+        return Ok(ElemType::DEFAULT.to_vec());
     };
     if list.trim().is_empty() {
-        return Ok(ElemType::ALL.to_vec());
+        return Ok(ElemType::DEFAULT.to_vec());
     }
     let mut types = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let ty = ElemType::parse(&name.to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown type {name:?} (expected f32, f16, i8)"))?;
+            .ok_or_else(|| format!("unknown type {name:?} (expected f32, f16, bf16, i8)"))?;
         if !types.contains(&ty) {
             types.push(ty);
         }
@@ -125,10 +138,25 @@ fn run_file(path: &Path, allowed: &[ElemType], tally: &mut Tally) {
         Err(e) => return tally.fail(&format!("{label} (malformed case)"), &e),
     };
     for ty in allowed {
-        let Some(&(_, tol)) = case.tolerance.iter().find(|(name, _)| name == ty.name()) else {
+        let Some(tol) = tolerance(&case, *ty) else {
             continue;
         };
         run_case(&case, *ty, tol, tally);
+    }
+}
+
+/// The rel-L2 bound of `case` in `ty`, or `None` when the case is not run in `ty`: the file's
+/// own entry for the `FORMAT.md` types, 8 times the `f16` entry for bf16.
+fn tolerance(case: &Case, ty: ElemType) -> Option<f64> {
+    let named = |name: &str| {
+        case.tolerance
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, tol)| tol)
+    };
+    match ty {
+        ElemType::Bf16 => named(ElemType::F16.name()).map(|tol| tol * BF16_TOLERANCE_FACTOR),
+        ElemType::F32 | ElemType::F16 | ElemType::I8 => named(ty.name()),
     }
 }
 
@@ -145,6 +173,9 @@ fn run_case(case: &Case, ty: ElemType, tol: f64, tally: &mut Tally) {
     let passed = comparisons.iter().all(|c| c.passed(tol));
     let measured: Vec<String> = comparisons.iter().map(ToString::to_string).collect();
     let mut line = format!("{}  (tol {tol:.1e}", measured.join(", "));
+    if ty == ElemType::Bf16 {
+        line += &format!(" = {BF16_TOLERANCE_FACTOR} x f16 tol");
+    }
     // The margin: the worst output's error as a share of the tolerance.
     if comparisons.iter().all(|c| c.rel_l2.is_finite()) {
         let worst = comparisons.iter().map(|c| c.rel_l2).fold(0.0, f64::max);
@@ -192,6 +223,21 @@ fn self_check() -> Result<(), String> {
     }"#;
     let mut case = Case::from_json(text).map_err(|e| format!("valid case rejected: {e}"))?;
     let tol = 1e-5;
+
+    // bf16 is opt-in and derives its bound from f16: a case without `f16` is not run in it.
+    if ElemType::DEFAULT.contains(&ElemType::Bf16) {
+        return Err("bf16 is in the default type list".into());
+    }
+    if tolerance(&case, ElemType::F32) != Some(tol) || tolerance(&case, ElemType::Bf16).is_some() {
+        return Err("tolerance lookup: f32 not read or bf16 run without an f16 bound".into());
+    }
+    let with_f16 = Case {
+        tolerance: vec![("f16".into(), 2e-3), ("bf16".into(), 1.0)],
+        ..case.clone()
+    };
+    if tolerance(&with_f16, ElemType::Bf16) != Some(2e-3 * BF16_TOLERANCE_FACTOR) {
+        return Err("bf16 bound is not 8 x the f16 bound".into());
+    }
     let reference = case.expected[0].1.f32s()?.to_vec();
     let expect = |ok: bool, what: &str, got: &[f32]| -> Result<(), String> {
         let c = compare("out", &case.expected[0].1, Some(got));

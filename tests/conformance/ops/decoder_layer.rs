@@ -1,5 +1,5 @@
 //! `decoder_layer`: `microattn::layers::decoder_layer` (`torch.nn.TransformerDecoderLayer`)
-//! in f32 and f16 storage.
+//! in f32, f16 and bf16 storage.
 //!
 //! Inputs `tgt` [Lt,E], `memory` [Ls,E] and the state dict (`self_attn.*`,
 //! `multihead_attn.*`, `linear1.*`, `linear2.*`, `norm1..3.*`; biases optional); params
@@ -16,14 +16,15 @@ use microattn::layers::{
     LayerConfig,
 };
 use microattn::mask::Mask;
-use microattn::{f16, Element};
+use microattn::{bf16, f16, Element};
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let out = match ty {
         ElemType::F32 => run_typed::<f32>(case)?,
         ElemType::F16 => run_typed::<f16>(case)?,
-        ElemType::I8 => return Err("decoder_layer adapter runs f32 and f16 only".into()),
+        ElemType::Bf16 => run_typed::<bf16>(case)?,
+        ElemType::I8 => return Err("decoder_layer adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![("out".to_string(), out)])
 }

@@ -1,5 +1,5 @@
 //! `encoder_layer`: `microattn::layers::encoder_layer` (`torch.nn.TransformerEncoderLayer`)
-//! in f32 and f16 storage.
+//! in f32, f16 and bf16 storage.
 //!
 //! Inputs `src` [L,E] and the state dict (`self_attn.*`, `linear1.*`, `linear2.*`,
 //! `norm1.*`, `norm2.*`; biases optional); params `num_heads`, `activation` (`relu`, `gelu`,
@@ -16,7 +16,7 @@ use microattn::layers::{
 };
 use microattn::mask::Mask;
 use microattn::mha::MhaWeights;
-use microattn::{f16, Element};
+use microattn::{bf16, f16, Element};
 use std::collections::HashMap;
 
 /// Every f32 input of a case, stored as `T`.
@@ -113,12 +113,13 @@ pub fn base_config(case: &Case) -> Result<LayerConfig<'static>, String> {
     })
 }
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let out = match ty {
         ElemType::F32 => run_typed::<f32>(case)?,
         ElemType::F16 => run_typed::<f16>(case)?,
-        ElemType::I8 => return Err("encoder_layer adapter runs f32 and f16 only".into()),
+        ElemType::Bf16 => run_typed::<bf16>(case)?,
+        ElemType::I8 => return Err("encoder_layer adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![("out".to_string(), out)])
 }

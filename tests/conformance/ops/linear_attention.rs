@@ -1,20 +1,20 @@
 //! `linear_attention`: `microattn::attention::linear_attention` (f32) and
-//! `linear_attention_typed::<f16>` (f16).
+//! `linear_attention_typed::<E>` (f16 and bf16).
 //!
 //! Inputs `q` [L,D], `k` [L,D], `v` [L,Dv] (one head; [H,L,D] / [Hkv,L,D] / [Hkv,L,Dv] with
 //! heads are accepted too); params `feature_map` (`elu_plus_one`, the default and the only
 //! one), `causal` (default false), `eps` (default 1e-6); output `out`.
 
-use super::{kernel_error, to_f16, widen_f16, Outputs};
+use super::{kernel_error, narrow, widen, Outputs};
 use crate::case::{Case, ElemType};
 use crate::params::{opt_bool, opt_f64, opt_str};
 use microattn::attention::{
     linear_attention, linear_attention_scratch_len, linear_attention_typed, AttentionShape,
     LinearAttentionParams,
 };
-use microattn::f16;
+use microattn::{bf16, f16, Element};
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let p = &case.params;
     match opt_str(p, "feature_map")? {
@@ -47,16 +47,28 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
                 .map_err(|e| kernel_error("linear_attention", e))?;
             out
         }
-        ElemType::F16 => {
-            let (q, k, v) = (to_f16(q), to_f16(k), to_f16(v));
-            let mut out = vec![f16::ZERO; out_len];
-            linear_attention_typed(&q, &k, &v, &mut out, shape, &params, &mut scratch)
-                .map_err(|e| kernel_error("linear_attention_typed::<f16>", e))?;
-            widen_f16(&out)
-        }
-        ElemType::I8 => return Err("linear_attention adapter runs f32 and f16 only".into()),
+        ElemType::F16 => run_typed::<f16>(ty, [q, k, v], out_len, shape, &params, &mut scratch)?,
+        ElemType::Bf16 => run_typed::<bf16>(ty, [q, k, v], out_len, shape, &params, &mut scratch)?,
+        ElemType::I8 => return Err("linear_attention adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![("out".to_string(), out)])
+}
+
+/// `linear_attention_typed` with `q`, `k`, `v` and the output stored as `E` (the storage of
+/// `ty`).
+fn run_typed<E: Element>(
+    ty: ElemType,
+    [q, k, v]: [&[f32]; 3],
+    out_len: usize,
+    shape: AttentionShape,
+    params: &LinearAttentionParams,
+    scratch: &mut [f32],
+) -> Result<Vec<f32>, String> {
+    let (q, k, v) = (narrow::<E>(q), narrow::<E>(k), narrow::<E>(v));
+    let mut out = vec![E::default(); out_len];
+    linear_attention_typed(&q, &k, &v, &mut out, shape, params, scratch)
+        .map_err(|e| kernel_error(&format!("linear_attention_typed::<{ty}>"), e))?;
+    Ok(widen(&out))
 }
 
 /// The attention shape of 2-D (one head) or 3-D (heads) `q`, `k`, `v`.

@@ -1,20 +1,20 @@
 //! `luong_attention`: `microattn::attention::luong_attention` (f32) and
-//! `luong_attention_typed::<f16>` (f16).
+//! `luong_attention_typed::<E>` (f16 and bf16).
 //!
 //! Inputs `query` [D], `keys` [L,D], `values` [L,Dv]; `w` [D,D] for `general`; `w` [A,2D]
 //! and `v` [A] for `concat`. Params `score` (`dot`, the default, `general`, `concat`),
 //! `mask` (the query is row 0) and `q_pos_offset`; outputs `context` [Dv], `weights` [L].
 
 use super::additive_attention::{dims, inputs, q_pos_offset};
-use super::{kernel_error, to_f16, widen_f16, Outputs};
+use super::{kernel_error, narrow, widen, Outputs};
 use crate::case::{Case, ElemType};
 use crate::params::{opt_str, MaskList};
 use microattn::attention::{
     luong_attention, luong_attention_scratch_len, luong_attention_typed,
     luong_attention_typed_scratch_len, LuongParams, LuongScore, LuongShape,
 };
-use microattn::f16;
 use microattn::mask::Mask;
+use microattn::{bf16, f16, Element};
 
 /// Which score, with its weights as f32 (converted per element type below).
 enum Kind<'c> {
@@ -23,7 +23,7 @@ enum Kind<'c> {
     Concat(&'c [f32], &'c [f32]),
 }
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let [d] = dims::<1>(case, "query")?;
     let [l, dk] = dims::<2>(case, "keys")?;
@@ -82,37 +82,48 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
             .map_err(|e| kernel_error("luong_attention", e))?;
             (context, weights)
         }
-        ElemType::F16 => {
-            let (w16, v16) = match kind {
-                Kind::Dot => (Vec::new(), Vec::new()),
-                Kind::General(w) => (to_f16(w), Vec::new()),
-                Kind::Concat(w, v) => (to_f16(w), to_f16(v)),
-            };
-            let score = match kind {
-                Kind::Dot => LuongScore::Dot,
-                Kind::General(_) => LuongScore::General { w: &w16 },
-                Kind::Concat(..) => LuongScore::Concat { w: &w16, v: &v16 },
-            };
-            let params = LuongParams { score, mask };
-            let (mut context, mut weights) = (vec![f16::ZERO; dv], vec![f16::ZERO; l]);
-            let mut scratch = vec![0.0f32; luong_attention_typed_scratch_len(shape, &score)];
-            luong_attention_typed(
-                &to_f16(query),
-                &to_f16(keys),
-                &to_f16(values),
-                shape,
-                &params,
-                &mut context,
-                &mut weights,
-                &mut scratch,
-            )
-            .map_err(|e| kernel_error("luong_attention_typed::<f16>", e))?;
-            (widen_f16(&context), widen_f16(&weights))
-        }
-        ElemType::I8 => return Err("luong_attention adapter runs f32 and f16 only".into()),
+        ElemType::F16 => run_typed::<f16>(ty, [query, keys, values], shape, kind, mask)?,
+        ElemType::Bf16 => run_typed::<bf16>(ty, [query, keys, values], shape, kind, mask)?,
+        ElemType::I8 => return Err("luong_attention adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![
         ("context".to_string(), context),
         ("weights".to_string(), weights),
     ])
+}
+
+/// `luong_attention_typed` with the inputs, the score weights of `kind` (given in f32) and
+/// the outputs stored as `E` (the storage of `ty`); returns `(context, weights)`.
+fn run_typed<E: Element>(
+    ty: ElemType,
+    [query, keys, values]: [&[f32]; 3],
+    shape: LuongShape,
+    kind: Kind<'_>,
+    mask: Mask<'_>,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let (w, v) = match kind {
+        Kind::Dot => (Vec::new(), Vec::new()),
+        Kind::General(w) => (narrow::<E>(w), Vec::new()),
+        Kind::Concat(w, v) => (narrow::<E>(w), narrow::<E>(v)),
+    };
+    let score = match kind {
+        Kind::Dot => LuongScore::Dot,
+        Kind::General(_) => LuongScore::General { w: &w },
+        Kind::Concat(..) => LuongScore::Concat { w: &w, v: &v },
+    };
+    let params = LuongParams { score, mask };
+    let (mut context, mut weights) = (vec![E::default(); shape.dv], vec![E::default(); shape.l]);
+    let mut scratch = vec![0.0f32; luong_attention_typed_scratch_len(shape, &score)];
+    luong_attention_typed(
+        &narrow::<E>(query),
+        &narrow::<E>(keys),
+        &narrow::<E>(values),
+        shape,
+        &params,
+        &mut context,
+        &mut weights,
+        &mut scratch,
+    )
+    .map_err(|e| kernel_error(&format!("luong_attention_typed::<{ty}>"), e))?;
+    Ok((widen(&context), widen(&weights)))
 }

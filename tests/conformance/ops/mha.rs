@@ -1,4 +1,4 @@
-//! `mha`: `microattn::mha::mha` (f32) and `mha_typed::<f16>` (f16).
+//! `mha`: `microattn::mha::mha` (f32) and `mha_typed::<E>` (f16 and bf16).
 //!
 //! Inputs `query` [Lq,E], `key`/`value` [Lk,E] and the `torch.nn.MultiheadAttention` state
 //! dict: `in_proj_weight` [3E,E] (or `q_proj_weight`/`k_proj_weight`/`v_proj_weight`
@@ -7,15 +7,15 @@
 //! Params `num_heads`, `mask`, and as for `sdpa` `scale`, `score`, `bias`, `q_pos_offset`.
 //! Output `out` [Lq,E].
 
-use super::{kernel_error, to_f16, widen_f16, Outputs};
+use super::{kernel_error, narrow, widen, Outputs};
 use crate::case::{Case, ElemType};
 use crate::params::{opt_f64, q_pos_offset, req_usize, score, BiasSpec, MaskList};
 use microattn::attention::SdpaParams;
-use microattn::f16;
 use microattn::mask::Mask;
 use microattn::mha::{mha, mha_scratch_len, mha_typed, MhaShape, MhaWeights};
+use microattn::{bf16, f16, Element};
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let (lq, e) = rows_cols(case, "query")?;
     let (lk, ek) = rows_cols(case, "key")?;
@@ -52,14 +52,15 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     );
     let out_len = lq.checked_mul(e).ok_or("output size overflows")?;
     let mut scratch = vec![0.0f32; mha_scratch_len(lq, lk, e)];
+    let weights = MhaWeights {
+        in_proj_weight: &in_w,
+        in_proj_bias: in_b.as_deref(),
+        out_proj_weight: &out_w,
+        out_proj_bias: out_b.as_deref(),
+    };
+    let inputs = [query, key, value];
     let out = match ty {
         ElemType::F32 => {
-            let weights = MhaWeights {
-                in_proj_weight: &in_w,
-                in_proj_bias: in_b.as_deref(),
-                out_proj_weight: &out_w,
-                out_proj_bias: out_b.as_deref(),
-            };
             let mut out = vec![0.0f32; out_len];
             mha(
                 query,
@@ -75,32 +76,48 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
             out
         }
         ElemType::F16 => {
-            let (query, key, value) = (to_f16(query), to_f16(key), to_f16(value));
-            let (in_w, out_w) = (to_f16(&in_w), to_f16(&out_w));
-            let (in_b, out_b) = (in_b.as_deref().map(to_f16), out_b.as_deref().map(to_f16));
-            let weights = MhaWeights {
-                in_proj_weight: &in_w,
-                in_proj_bias: in_b.as_deref(),
-                out_proj_weight: &out_w,
-                out_proj_bias: out_b.as_deref(),
-            };
-            let mut out = vec![f16::ZERO; out_len];
-            mha_typed(
-                &query,
-                &key,
-                &value,
-                &weights,
-                &mut out,
-                shape,
-                &params,
-                &mut scratch,
-            )
-            .map_err(|e| kernel_error("mha_typed::<f16>", e))?;
-            widen_f16(&out)
+            run_typed::<f16>(ty, inputs, &weights, out_len, shape, &params, &mut scratch)?
         }
-        ElemType::I8 => return Err("mha adapter runs f32 and f16 only".into()),
+        ElemType::Bf16 => {
+            run_typed::<bf16>(ty, inputs, &weights, out_len, shape, &params, &mut scratch)?
+        }
+        ElemType::I8 => return Err("mha adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![("out".to_string(), out)])
+}
+
+/// `mha_typed` with the inputs, the weights (given in f32) and the output stored as `E`
+/// (the storage of `ty`).
+fn run_typed<E: Element>(
+    ty: ElemType,
+    [query, key, value]: [&[f32]; 3],
+    w: &MhaWeights<'_, f32>,
+    out_len: usize,
+    shape: MhaShape,
+    params: &SdpaParams<'_>,
+    scratch: &mut [f32],
+) -> Result<Vec<f32>, String> {
+    let (query, key, value) = (narrow::<E>(query), narrow::<E>(key), narrow::<E>(value));
+    let (in_w, out_w) = (
+        narrow::<E>(w.in_proj_weight),
+        narrow::<E>(w.out_proj_weight),
+    );
+    let (in_b, out_b) = (
+        w.in_proj_bias.map(narrow::<E>),
+        w.out_proj_bias.map(narrow::<E>),
+    );
+    let weights = MhaWeights {
+        in_proj_weight: &in_w,
+        in_proj_bias: in_b.as_deref(),
+        out_proj_weight: &out_w,
+        out_proj_bias: out_b.as_deref(),
+    };
+    let mut out = vec![E::default(); out_len];
+    mha_typed(
+        &query, &key, &value, &weights, &mut out, shape, params, scratch,
+    )
+    .map_err(|e| kernel_error(&format!("mha_typed::<{ty}>"), e))?;
+    Ok(widen(&out))
 }
 
 /// `(rows, cols)` of a 2-D input.

@@ -1,16 +1,16 @@
-//! `sdpa`: `microattn::attention::sdpa` (f32) and `sdpa_typed::<f16>` (f16).
+//! `sdpa`: `microattn::attention::sdpa` (f32) and `sdpa_typed::<E>` (f16 and bf16).
 //!
 //! Inputs `q` [Lq,D], `k` [Lk,D], `v` [Lk,Dv] (one head) or `q` [H,Lq,D], `k` [Hkv,Lk,D],
 //! `v` [Hkv,Lk,Dv]; params `scale`, `score`, `mask`, `bias`, `q_pos_offset`; output `out`.
 
-use super::{kernel_error, to_f16, widen_f16, Outputs};
+use super::{kernel_error, narrow, widen, Outputs};
 use crate::case::{Case, ElemType};
 use crate::params::{opt_f64, q_pos_offset, score, BiasSpec, MaskList};
 use microattn::attention::{sdpa, sdpa_scratch_len, sdpa_typed, AttentionShape, SdpaParams};
-use microattn::f16;
 use microattn::mask::Mask;
+use microattn::{bf16, f16, Element};
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let q = case.input("q")?;
     let k = case.input("k")?;
@@ -40,17 +40,26 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
             sdpa(q, k, v, &mut out, shape, &params).map_err(|e| kernel_error("sdpa", e))?;
             out
         }
-        ElemType::F16 => {
-            let (q, k, v) = (to_f16(q), to_f16(k), to_f16(v));
-            let mut out = vec![f16::ZERO; out_len(shape)?];
-            let mut scratch = vec![0.0f32; sdpa_scratch_len(shape)];
-            sdpa_typed(&q, &k, &v, &mut out, shape, &params, &mut scratch)
-                .map_err(|e| kernel_error("sdpa_typed::<f16>", e))?;
-            widen_f16(&out)
-        }
-        ElemType::I8 => return Err("sdpa adapter runs f32 and f16 only".into()),
+        ElemType::F16 => run_typed::<f16>(ty, [q, k, v], shape, &params)?,
+        ElemType::Bf16 => run_typed::<bf16>(ty, [q, k, v], shape, &params)?,
+        ElemType::I8 => return Err("sdpa adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![("out".to_string(), out)])
+}
+
+/// `sdpa_typed` with `q`, `k`, `v` and the output stored as `E` (the storage of `ty`).
+fn run_typed<E: Element>(
+    ty: ElemType,
+    [q, k, v]: [&[f32]; 3],
+    shape: AttentionShape,
+    params: &SdpaParams<'_>,
+) -> Result<Vec<f32>, String> {
+    let (q, k, v) = (narrow::<E>(q), narrow::<E>(k), narrow::<E>(v));
+    let mut out = vec![E::default(); out_len(shape)?];
+    let mut scratch = vec![0.0f32; sdpa_scratch_len(shape)];
+    sdpa_typed(&q, &k, &v, &mut out, shape, params, &mut scratch)
+        .map_err(|e| kernel_error(&format!("sdpa_typed::<{ty}>"), e))?;
+    Ok(widen(&out))
 }
 
 /// The attention shape of 2-D (one head) or 3-D (heads) `q`, `k`, `v`.

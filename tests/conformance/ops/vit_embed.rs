@@ -1,16 +1,16 @@
-//! `vit_embed`: `microattn::layers::patch_embed` in f32 and f16 storage.
+//! `vit_embed`: `microattn::layers::patch_embed` in f32, f16 and bf16 storage.
 //!
 //! Inputs `image` [C,H,W], `patch_weight` [E,C,P,P], `patch_bias` [E], `cls_token` [E] (or
 //! [1,1,E]), `pos_embed` [1+NP,E] (or [1,1+NP,E]); param `patch` P. Output `tokens`
 //! [1+NP,E].
 
-use super::{kernel_error, to_f16, widen_f16, Outputs};
+use super::{kernel_error, narrow, widen, Outputs};
 use crate::case::{Case, ElemType};
 use crate::params::req_usize;
-use microattn::f16;
 use microattn::layers::{patch_embed, patch_embed_scratch_len, PatchEmbedWeights, PatchShape};
+use microattn::{bf16, f16, Element};
 
-/// Runs the case in `ty` (f32 or f16).
+/// Runs the case in `ty` (f32, f16 or bf16).
 pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     let image = case.input("image")?;
     let [c, h, w] = image.shape[..] else {
@@ -44,35 +44,51 @@ pub fn run(case: &Case, ty: ElemType) -> Result<Outputs, String> {
     } else {
         out_len - embed
     };
-    let mut scratch = vec![0.0f32; patch_embed_scratch_len(shape)];
+    let weights = PatchEmbedWeights {
+        patch_weight: pw,
+        patch_bias: bias,
+        cls_token: cls,
+        pos_embed: pos,
+    };
     let tokens = match ty {
         ElemType::F32 => {
-            let weights = PatchEmbedWeights {
-                patch_weight: pw,
-                patch_bias: bias,
-                cls_token: cls,
-                pos_embed: pos,
-            };
             let mut out = vec![0.0f32; out_len];
+            let mut scratch = vec![0.0f32; patch_embed_scratch_len(shape)];
             patch_embed(image, &weights, &mut out, shape, &mut scratch)
                 .map_err(|e| kernel_error("patch_embed", e))?;
             out
         }
-        ElemType::F16 => {
-            let pw = to_f16(pw);
-            let (bias, cls, pos) = (bias.map(to_f16), cls.map(to_f16), pos.map(to_f16));
-            let weights = PatchEmbedWeights {
-                patch_weight: &pw,
-                patch_bias: bias.as_deref(),
-                cls_token: cls.as_deref(),
-                pos_embed: pos.as_deref(),
-            };
-            let mut out = vec![f16::ZERO; out_len];
-            patch_embed(&to_f16(image), &weights, &mut out, shape, &mut scratch)
-                .map_err(|e| kernel_error("patch_embed::<f16>", e))?;
-            widen_f16(&out)
-        }
-        ElemType::I8 => return Err("vit_embed adapter runs f32 and f16 only".into()),
+        ElemType::F16 => run_typed::<f16>(ty, image, &weights, out_len, shape)?,
+        ElemType::Bf16 => run_typed::<bf16>(ty, image, &weights, out_len, shape)?,
+        ElemType::I8 => return Err("vit_embed adapter runs f32, f16 and bf16 only".into()),
     };
     Ok(vec![("tokens".to_string(), tokens)])
+}
+
+/// `patch_embed` with the image, the weights (given in f32) and the tokens stored as `E`
+/// (the storage of `ty`).
+fn run_typed<E: Element>(
+    ty: ElemType,
+    image: &[f32],
+    w: &PatchEmbedWeights<'_, f32>,
+    out_len: usize,
+    shape: PatchShape,
+) -> Result<Vec<f32>, String> {
+    let pw = narrow::<E>(w.patch_weight);
+    let (bias, cls, pos) = (
+        w.patch_bias.map(narrow::<E>),
+        w.cls_token.map(narrow::<E>),
+        w.pos_embed.map(narrow::<E>),
+    );
+    let weights = PatchEmbedWeights {
+        patch_weight: &pw,
+        patch_bias: bias.as_deref(),
+        cls_token: cls.as_deref(),
+        pos_embed: pos.as_deref(),
+    };
+    let mut out = vec![E::default(); out_len];
+    let mut scratch = vec![0.0f32; patch_embed_scratch_len(shape)];
+    patch_embed(&narrow::<E>(image), &weights, &mut out, shape, &mut scratch)
+        .map_err(|e| kernel_error(&format!("patch_embed::<{ty}>"), e))?;
+    Ok(widen(&out))
 }
