@@ -79,6 +79,16 @@ impl Vector for Neon {
         vaddvq_f32(self.0)
     }
     #[inline(always)]
+    unsafe fn sum8(v: &[Self; 8], out: *mut f32) {
+        // Two levels of pairwise adds reduce four vectors to their four sums.
+        let quad = |a: Self, b: Self, c: Self, d: Self| {
+            vpaddq_f32(vpaddq_f32(a.0, b.0), vpaddq_f32(c.0, d.0))
+        };
+        let [a, b, c, d, e, f, g, h] = *v;
+        vst1q_f32(out, quad(a, b, c, d));
+        vst1q_f32(out.add(4), quad(e, f, g, h));
+    }
+    #[inline(always)]
     unsafe fn keep_where_ge(self, t: Self, x: Self) -> Self {
         let ge = vcgeq_f32(self.0, t.0);
         Neon(vreinterpretq_f32_u32(vandq_u32(

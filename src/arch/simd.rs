@@ -56,6 +56,14 @@ pub(super) trait Vector: Copy {
     unsafe fn abs(self) -> Self;
     /// Sum of the lanes.
     unsafe fn sum(self) -> f32;
+    /// The lane sums of eight vectors, written to `out[0..8]` (backends override this with a
+    /// transposing reduction that shares the shuffles between the eight).
+    #[inline(always)]
+    unsafe fn sum8(v: &[Self; 8], out: *mut f32) {
+        for (i, x) in v.iter().enumerate() {
+            *out.add(i) = x.sum();
+        }
+    }
     /// `x` in the lanes where `self >= t`, 0 elsewhere (NaN compares false).
     unsafe fn keep_where_ge(self, t: Self, x: Self) -> Self;
     /// `y` in the lanes where `self` is `-inf`, `self` elsewhere.
@@ -339,18 +347,16 @@ pub(super) unsafe fn exp_sum<V: Vector>(x: &mut [f32], shift: f32) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // One query row against a tile of keys (the decode and general path).
 
-/// `out[u] = scale · q·k_u` for `N` keys at `k + u·ks`, one accumulator per key, so a key's
-/// logit does not depend on how keys are grouped. Caller: `q` has `d` elements, every key `d`
-/// elements, `out` `N`.
+/// `N` accumulators of `q·k_u` for keys at `k + u·ks`, over the first `d - d % LANES`
+/// features (returned with the number of features covered).
+/// Caller: `q` has `d` elements, every key `d` elements.
 #[inline(always)]
-unsafe fn dot_keys_n<V: Vector, const N: usize>(
+unsafe fn dot_keys_acc<V: Vector, const N: usize>(
     q: *const f32,
     d: usize,
     k: *const f32,
     ks: usize,
-    scale: f32,
-    out: *mut f32,
-) {
+) -> ([V; N], usize) {
     let l = V::LANES;
     let mut acc = [V::splat(0.0); N];
     let mut c = 0;
@@ -361,8 +367,23 @@ unsafe fn dot_keys_n<V: Vector, const N: usize>(
         }
         c += l;
     }
-    for (u, acc_u) in acc.iter().enumerate() {
-        let mut sum = acc_u.sum();
+    (acc, c)
+}
+
+/// `out[u] = scale · (sums[u] + q[c..d]·k_u[c..d])`: the scalar tail of `dot_keys`.
+/// Caller: as `dot_keys_acc`, `out` writable for `sums.len()`.
+#[inline(always)]
+unsafe fn dot_keys_finish(
+    sums: &[f32],
+    q: *const f32,
+    (c, d): (usize, usize),
+    k: *const f32,
+    ks: usize,
+    scale: f32,
+    out: *mut f32,
+) {
+    for (u, &partial) in sums.iter().enumerate() {
+        let mut sum = partial;
         for cc in c..d {
             sum += *q.add(cc) * *k.add(u * ks + cc);
         }
@@ -370,7 +391,8 @@ unsafe fn dot_keys_n<V: Vector, const N: usize>(
     }
 }
 
-/// `s[j] = scale · q·k_j` with key `j` at `k[j·ks..][..q.len()]`.
+/// `s[j] = scale · q·k_j` with key `j` at `k[j·ks..][..q.len()]`, eight keys per pass over
+/// `q` (one accumulator per key, reduced together by `sum8`).
 /// Caller: `s.is_empty()` or `k.len() >= (s.len() - 1)·ks + q.len()`.
 #[inline(always)]
 pub(super) unsafe fn dot_keys<V: Vector>(
@@ -380,25 +402,32 @@ pub(super) unsafe fn dot_keys<V: Vector>(
     scale: f32,
     s: &mut [f32],
 ) {
-    const GROUP: usize = 8;
     let (n, d) = (s.len(), q.len());
     let (pq, pk, ps) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
     let mut j = 0;
-    while j + GROUP <= n {
-        dot_keys_n::<V, GROUP>(pq, d, pk.add(j * ks), ks, scale, ps.add(j));
-        j += GROUP;
+    while j + 8 <= n {
+        let kj = pk.add(j * ks);
+        let (acc, c) = dot_keys_acc::<V, 8>(pq, d, kj, ks);
+        let mut sums = [0.0f32; 8];
+        V::sum8(&acc, sums.as_mut_ptr());
+        dot_keys_finish(&sums, pq, (c, d), kj, ks, scale, ps.add(j));
+        j += 8;
     }
     while j < n {
-        dot_keys_n::<V, 1>(pq, d, pk.add(j * ks), ks, scale, ps.add(j));
+        let kj = pk.add(j * ks);
+        let (acc, c) = dot_keys_acc::<V, 1>(pq, d, kj, ks);
+        dot_keys_finish(&[acc[0].sum()], pq, (c, d), kj, ks, scale, ps.add(j));
         j += 1;
     }
 }
 
-/// `acc[c..c + C·LANES] += Σ_j p_j · v_j[c..]`, the accumulators in registers over all keys.
+/// `acc[c..c + C·LANES] += Σ_j p_j · v_j[c..]`, the accumulators in registers over all keys:
+/// `K` interleaved sets (key `j` into set `j mod K`) so that `C·K` independent FMA chains
+/// hide the FMA latency.
 /// Caller: `n` weights at `p`, `n` rows at `v + j·vs` readable for `C·LANES` elements, `acc`
 /// writable for `C·LANES`.
 #[inline(always)]
-unsafe fn pv_row_cols<V: Vector, const C: usize>(
+unsafe fn pv_row_cols<V: Vector, const C: usize, const K: usize>(
     p: *const f32,
     n: usize,
     v: *const f32,
@@ -406,19 +435,35 @@ unsafe fn pv_row_cols<V: Vector, const C: usize>(
     acc: *mut f32,
 ) {
     let l = V::LANES;
-    let mut a = [V::splat(0.0); C];
-    for (u, a_u) in a.iter_mut().enumerate() {
+    let mut a = [[V::splat(0.0); C]; K];
+    for (u, a_u) in a[0].iter_mut().enumerate() {
         *a_u = V::load(acc.add(u * l));
     }
-    for j in 0..n {
+    let mut j = 0;
+    while j + K <= n {
+        for (i, a_i) in a.iter_mut().enumerate() {
+            let w = V::splat(*p.add(j + i));
+            let row = v.add((j + i) * vs);
+            for (u, a_u) in a_i.iter_mut().enumerate() {
+                *a_u = w.mul_add(V::load(row.add(u * l)), *a_u);
+            }
+        }
+        j += K;
+    }
+    while j < n {
         let w = V::splat(*p.add(j));
         let row = v.add(j * vs);
-        for (u, a_u) in a.iter_mut().enumerate() {
+        for (u, a_u) in a[0].iter_mut().enumerate() {
             *a_u = w.mul_add(V::load(row.add(u * l)), *a_u);
         }
+        j += 1;
     }
-    for (u, a_u) in a.iter().enumerate() {
-        a_u.store(acc.add(u * l));
+    for u in 0..C {
+        let mut total = a[0][u];
+        for a_i in &a[1..] {
+            total = total.add(a_i[u]);
+        }
+        total.store(acc.add(u * l));
     }
 }
 
@@ -430,15 +475,15 @@ pub(super) unsafe fn pv_row<V: Vector>(p: &[f32], v: &[f32], vs: usize, acc: &mu
     let (pp, pv, pa) = (p.as_ptr(), v.as_ptr(), acc.as_mut_ptr());
     let mut c = 0;
     while c + 8 * l <= dv {
-        pv_row_cols::<V, 8>(pp, n, pv.add(c), vs, pa.add(c));
+        pv_row_cols::<V, 8, 1>(pp, n, pv.add(c), vs, pa.add(c));
         c += 8 * l;
     }
     if c + 4 * l <= dv {
-        pv_row_cols::<V, 4>(pp, n, pv.add(c), vs, pa.add(c));
+        pv_row_cols::<V, 4, 2>(pp, n, pv.add(c), vs, pa.add(c));
         c += 4 * l;
     }
     while c + l <= dv {
-        pv_row_cols::<V, 1>(pp, n, pv.add(c), vs, pa.add(c));
+        pv_row_cols::<V, 1, 4>(pp, n, pv.add(c), vs, pa.add(c));
         c += l;
     }
     for (cc, a) in acc.iter_mut().enumerate().skip(c) {

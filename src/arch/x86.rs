@@ -25,22 +25,41 @@ pub(super) fn has_avx2() -> bool {
     ))
 }
 
-/// Whether the CPU has AVX-512F, FMA and F16C (run-time detection with `std`).
+/// Whether the CPU has AVX-512F, AVX2, FMA and F16C (run-time detection with `std`).
 #[cfg(all(microattn_avx512, feature = "std"))]
 pub(super) fn has_avx512() -> bool {
     std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c")
 }
 
-/// Whether AVX-512F, FMA and F16C are enabled at compile time.
+/// Whether AVX-512F, AVX2, FMA and F16C are enabled at compile time.
 #[cfg(all(microattn_avx512, not(feature = "std")))]
 pub(super) fn has_avx512() -> bool {
     cfg!(all(
         target_feature = "avx512f",
+        target_feature = "avx2",
         target_feature = "fma",
         target_feature = "f16c"
     ))
+}
+
+/// The lane sums of eight `ymm` vectors as one vector, `[Σv0, ..., Σv7]`: three levels of
+/// horizontal adds share the shuffles between the eight (needs AVX).
+#[inline(always)]
+unsafe fn sum8_ymm(v: [__m256; 8]) -> __m256 {
+    // [v0 01, v0 23, v1 01, v1 23 | v0 45, v0 67, v1 45, v1 67], ...
+    let h01 = _mm256_hadd_ps(v[0], v[1]);
+    let h23 = _mm256_hadd_ps(v[2], v[3]);
+    let h45 = _mm256_hadd_ps(v[4], v[5]);
+    let h67 = _mm256_hadd_ps(v[6], v[7]);
+    // [Σv0 0..3, Σv1 0..3, Σv2 0..3, Σv3 0..3 | the same over lanes 4..7]
+    let h0123 = _mm256_hadd_ps(h01, h23);
+    let h4567 = _mm256_hadd_ps(h45, h67);
+    let low = _mm256_permute2f128_ps::<0x20>(h0123, h4567);
+    let high = _mm256_permute2f128_ps::<0x31>(h0123, h4567);
+    _mm256_add_ps(low, high)
 }
 
 /// Eight f32 lanes in a `ymm` register.
@@ -111,6 +130,11 @@ impl Vector for Avx2 {
         );
         let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
+    }
+    #[inline(always)]
+    unsafe fn sum8(v: &[Self; 8], out: *mut f32) {
+        let [a, b, c, d, e, f, g, h] = *v;
+        _mm256_storeu_ps(out, sum8_ymm([a.0, b.0, c.0, d.0, e.0, f.0, g.0, h.0]));
     }
     #[inline(always)]
     unsafe fn keep_where_ge(self, t: Self, x: Self) -> Self {
@@ -211,6 +235,27 @@ impl Vector for Avx512 {
         _mm512_reduce_add_ps(self.0)
     }
     #[inline(always)]
+    unsafe fn sum8(v: &[Self; 8], out: *mut f32) {
+        // Fold each vector to 256 bits (AVX-512F has no 256-bit extract: go through the
+        // 128-bit quarters' sum of the upper half), then the AVX reduction.
+        let fold = |x: Self| {
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x.0)));
+            _mm256_add_ps(_mm512_castps512_ps256(x.0), high)
+        };
+        let [a, b, c, d, e, f, g, h] = *v;
+        let halves = [
+            fold(a),
+            fold(b),
+            fold(c),
+            fold(d),
+            fold(e),
+            fold(f),
+            fold(g),
+            fold(h),
+        ];
+        _mm256_storeu_ps(out, sum8_ymm(halves));
+    }
+    #[inline(always)]
     unsafe fn keep_where_ge(self, t: Self, x: Self) -> Self {
         let ge = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, t.0);
         Avx512(_mm512_maskz_mov_ps(ge, x.0))
@@ -238,7 +283,7 @@ impl Vector for Avx512 {
 pub(super) mod avx512 {
     super::super::simd::simd_backend!(
         super::Avx512,
-        "avx512f,fma,f16c",
+        "avx512f,avx2,fma,f16c",
         "avx512",
         qk = (2, 12),
         pv = (4, 4),

@@ -6,8 +6,8 @@
 //! value rows its mask allows; rows with no allowed key are zero):
 //!
 //! - **per row** (every case): each query row walks only its allowed key ranges in tiles of
-//!   [`TILE`] keys: the tile's logits live on the stack, the softmax is online, and the output
-//!   row is the accumulator. No scratch, no score matrix: memory is O(TILE) per call whatever
+//!   64 keys: the tile's logits live on the stack, the softmax is online, and the output
+//!   row is the accumulator. No scratch, no score matrix: memory is O(tile) per call whatever
 //!   the lengths. The dot score of f32 keys is computed a tile at a time
 //!   ([`arch::Backend::dot_keys`]) and the exponentials a vector at a time.
 //! - **blocked** (x86_64 and aarch64 hosts, `Score::Dot`, `d` and `dv` at most 128, at least
@@ -33,8 +33,13 @@ mod blocked;
 /// every row of a call is computed the same way.
 pub const BLOCKED_MIN_ROWS: usize = 8;
 
-/// Keys scored per step of the online softmax: 32 logits = 128 bytes of stack.
+/// Keys scored per step of the online softmax of the int8 kernel: 32 logits = 128 bytes of
+/// stack.
 pub const TILE: usize = 32;
+
+/// Keys per step of the float per-row path: 64 logits = 256 bytes of stack (fewer steps
+/// than [`TILE`] matter for decode, which is bound by streaming K and V).
+const ROW_TILE: usize = 2 * TILE;
 
 /// Shapes of one attention call. Tensors are row-major:
 /// `q` is `[heads, lq, d]`, `k` is `[kv_heads, lk, d]`, `v` is `[kv_heads, lk, dv]` and the
@@ -366,27 +371,34 @@ fn attend_row<E: Element>(
     // f32 dot scores are computed a tile at a time (several keys per pass over q).
     let q_f32 = E::as_f32(q_row).filter(|_| params.score == Score::Dot);
     let mut softmax = RowSoftmax::new();
-    let mut logits = [0.0f32; TILE];
+    let mut logits = [0.0f32; ROW_TILE];
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
         while start < run.end {
-            let end = run.end.min(start + TILE);
+            let end = run.end.min(start + ROW_TILE);
             let tile = &mut logits[..end - start];
             let k_tile = &k_h[start * d..end * d];
             let batched = match (q_f32, E::as_f32(k_tile)) {
                 (Some(q32), Some(k32)) => backend.dot_keys(q32, k32, d, scale, tile).is_ok(),
                 _ => false,
             };
-            for (t, j) in tile.iter_mut().zip(start..end) {
-                // A batched logit that overflowed is recomputed by the score, which rescales.
-                let logit = if batched && t.is_finite() {
-                    *t
-                } else {
-                    params.score.logit(q_row, &k_h[j * d..][..d], q_norm, scale)
-                };
-                // Saturate at ±f32::MAX: a logit that overflowed to ±inf would otherwise
-                // give NaN (inf - inf) or a zero row for an allowed key.
-                *t = saturate(logit + params.bias.value(head, position, j));
+            // Finite batched logits without a bias are final (saturating changes nothing).
+            let done = batched
+                && params.bias == Bias::None
+                && tile.iter().fold(true, |all, t| all & t.is_finite());
+            if !done {
+                for (t, j) in tile.iter_mut().zip(start..end) {
+                    // A batched logit that overflowed is recomputed by the score, which
+                    // rescales.
+                    let logit = if batched && t.is_finite() {
+                        *t
+                    } else {
+                        params.score.logit(q_row, &k_h[j * d..][..d], q_norm, scale)
+                    };
+                    // Saturate at ±f32::MAX: a logit that overflowed to ±inf would otherwise
+                    // give NaN (inf - inf) or a zero row for an allowed key.
+                    *t = saturate(logit + params.bias.value(head, position, j));
+                }
             }
             let rescale = softmax.update(backend, tile);
             if rescale != 1.0 {

@@ -188,9 +188,13 @@ impl Call<'_, '_> {
         else {
             return false;
         };
-        for (c, qt_c) in qt.chunks_exact_mut(ROWS).enumerate() {
-            for (r, x) in qt_c.iter_mut().enumerate() {
-                *x = q_rows.get(r * d + c).map_or(0.0, |e| e.to_f32());
+        // Qᵀ; the lanes of padding rows (a last, partial block) are 0.
+        if n < ROWS {
+            qt.fill(0.0);
+        }
+        for (r, q_row) in q_rows.chunks_exact(d).enumerate() {
+            for (x, qt_c) in q_row.iter().zip(qt.chunks_exact_mut(ROWS)) {
+                qt_c[r] = x.to_f32();
             }
         }
         acc.fill(0.0);
@@ -285,8 +289,10 @@ impl Call<'_, '_> {
                 }
             }
         }
-        // Keys outside a row's run get -inf (padding rows have an empty run: all -inf).
-        for r in 0..ROWS {
+        // Keys outside a row's run get -inf (padding rows have an empty run: all -inf). A tile
+        // inside every row's run (the common case away from a mask's edges) needs nothing.
+        let inside = |r: usize| rows.lo[r] <= keys.start && rows.hi[r] >= keys.end;
+        for r in (0..ROWS).filter(|&r| !inside(r)) {
             let lo = rows.lo[r].clamp(keys.start, keys.end) - start;
             let hi = (rows.hi[r].clamp(keys.start, keys.end) - start).max(lo);
             for j in (0..lo).chain(hi..nk) {
