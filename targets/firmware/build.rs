@@ -451,20 +451,21 @@ fn sdpa_case(case: &Value) -> Result<Embedded, String> {
     let source = format!(
         "    Case::Sdpa(SdpaCase {{ name: {name:?}, heads: {heads}, kv_heads: {kv_heads}, lq: {lq}, lk: {lk}, d: {d}, dv: {dv},\n      \
          q: {}, k: {}, v: {}, expected: {},\n      scale: {scale}, score: {score}, mask: {mask}, q_pos_offset: {offset}, bias: {bias},\n      \
-         tol_f32: {}, tol_f16: {} }}),\n",
+         tol_f32: {}, tol_f16: {}, tol_i8: {} }}),\n",
         floats(&q),
         floats(&k),
         floats(&v),
         floats(&out),
         tol("f32"),
         tol("f16"),
+        tol("i8"),
     );
     let inputs = q.len() + k.len() + v.len();
     Ok(Embedded {
         source,
         flash: 4 * (inputs + out.len()),
-        // f16 copies of the inputs, f32 and f16 outputs.
-        ram: 2 * inputs + 6 * out.len() + 4 * dv,
+        // f16 and i8 copies of the inputs, f32, f16 and i8 outputs, f32 and i64 scratch.
+        ram: 3 * inputs + 7 * out.len() + 12 * dv,
         inputs,
         outputs: out.len(),
         dv,

@@ -191,10 +191,11 @@ pub(crate) fn bound(x_max: u128, m: FixedMultiplier) -> u128 {
     ((x_max * m.multiplier() as u128) >> m.right_shift()) + 1
 }
 
-/// `Σ a_i b_i` over the common length (exact: at most `2^14 · MAX_D = 2^30` in magnitude).
+/// `Σ a_i b_i` over the common length (exact: at most `2^14 · MAX_D = 2^30` in magnitude),
+/// by the arch-selected primitive (scalar reference: [`crate::arch::scalar::dot_i8`]).
 #[inline]
 pub(crate) fn dot(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+    crate::arch::dot_i8(a, b)
 }
 
 /// `(Σ q_i k_i, Σ k_i²)` in one pass.

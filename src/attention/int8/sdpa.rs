@@ -8,10 +8,14 @@
 use super::bias::Int8Bias;
 use super::score::{Int8Logits, MAX_D};
 use super::softmax::{normalize_row, rescale, IntOnlineSoftmax, WEIGHT_ONE};
+use crate::arch;
 use crate::attention::{AttentionShape, Score, TILE};
 use crate::error::{check_len, Error};
 use crate::mask::Mask;
 use crate::quant::FixedMultiplier;
+
+/// Value columns of one i32 `P·V` partial sum (a stack array of this many `i32`s).
+const PV_COLUMNS: usize = 64;
 
 /// Largest number of keys `lk` per head: the `P·V` accumulators (Q16 weights × int8 values
 /// summed over up to `lk` keys, `<= 2^23 · lk`) must stay below `2^46` so a rescale by a Q16
@@ -279,15 +283,33 @@ fn attend_row(
     let row_state = params.logits.row_state(q_row);
     let mut softmax = IntOnlineSoftmax::new();
     let mut logits = [0i64; TILE];
+    // The dot score's raw products of a tile come from one call of the arch primitive (SMLAD
+    // on the Cortex-M DSP cores, Helium on the M55); the same array then holds the weights.
+    let dot_logit = match params.logits {
+        Int8Logits::Dot { logit } => Some(logit),
+        _ => None,
+    };
+    let mut tile_i32 = [0i32; TILE];
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
         while start < run.end {
             let end = run.end.min(start + TILE);
             let tile = &mut logits[..end - start];
-            for (z, j) in tile.iter_mut().zip(start..end) {
-                let k_row = &k_h[j * d..][..d];
-                *z = params.logits.logit(q_row, k_row, row_state)
-                    + params.bias.value(head, position, j);
+            let raw = &mut tile_i32[..end - start];
+            match dot_logit {
+                // Keys start..end lie in k_h (shapes validated), so this cannot fail.
+                Some(m) if arch::dot_i8_keys(q_row, &k_h[start * d..], d, raw).is_ok() => {
+                    for ((z, &s), j) in tile.iter_mut().zip(raw.iter()).zip(start..end) {
+                        *z = m.mul_round(s) + params.bias.value(head, position, j);
+                    }
+                }
+                _ => {
+                    for (z, j) in tile.iter_mut().zip(start..end) {
+                        let k_row = &k_h[j * d..][..d];
+                        *z = params.logits.logit(q_row, k_row, row_state)
+                            + params.bias.value(head, position, j);
+                    }
+                }
             }
             let factor = softmax.update(tile);
             if factor != WEIGHT_ONE {
@@ -295,14 +317,19 @@ fn attend_row(
                     *a = rescale(*a, factor);
                 }
             }
-            for (&w, j) in tile.iter().zip(start..end) {
-                if w == 0 {
-                    continue;
-                }
-                // w <= 2^16 and |v| <= 128: the product fits an i32.
-                let w = w as i32;
-                for (a, &x) in acc.iter_mut().zip(&v_h[j * dv..][..dv]) {
-                    *a += (w * x as i32) as i64;
+            // P·V of the tile in i32, added to the i64 accumulators once per tile: exact, as
+            // |Σ w·v| <= TILE · 2^16 · 128 = 2^28 (weights are at most 2^16).
+            for (w, &z) in raw.iter_mut().zip(tile.iter()) {
+                *w = z as i32;
+            }
+            for (chunk, acc_chunk) in acc.chunks_mut(PV_COLUMNS).enumerate() {
+                let mut part = [0i32; PV_COLUMNS];
+                let part = &mut part[..acc_chunk.len()];
+                let rows = &v_h[start * dv + chunk * PV_COLUMNS..];
+                if arch::pv_i8(raw, rows, dv, part).is_ok() {
+                    for (a, &p) in acc_chunk.iter_mut().zip(part.iter()) {
+                        *a += p as i64;
+                    }
                 }
             }
             start = end;

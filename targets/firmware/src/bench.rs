@@ -15,9 +15,9 @@
 //! # Stack
 //!
 //! [`paint_stack`] fills the free stack below the caller's stack pointer with a pattern, the
-//! kernel wrapper records its stack pointer at entry ([`record_entry`]), and [`stack_used`]
-//! finds the lowest word the kernel overwrote: the high-water mark below the wrapper's
-//! entry, in bytes (the kernel's frames and the wrapper's own few bytes).
+//! bench records its stack pointer just before calling the kernel wrapper ([`record_entry`]),
+//! and [`stack_used`] finds the lowest word the kernel overwrote: the high-water mark below
+//! the call, in bytes (the kernel's frames and the wrapper's few bytes).
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
@@ -188,7 +188,7 @@ extern "C" {
     static _stack_end: u32;
 }
 
-/// Stack pointer at the entry of the last kernel wrapper ([`record_entry`]).
+/// Stack pointer just before the call of the last kernel wrapper ([`record_entry`]).
 static ENTRY_SP: AtomicUsize = AtomicUsize::new(0);
 
 /// Current stack pointer.
@@ -200,7 +200,7 @@ fn stack_pointer() -> usize {
     sp
 }
 
-/// Records the stack pointer at the entry of a kernel wrapper: the reference of
+/// Records the stack pointer just before the call of a kernel wrapper: the reference of
 /// [`stack_used`], so the bench's own frames are not counted.
 #[inline(always)]
 pub fn record_entry() {

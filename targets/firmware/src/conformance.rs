@@ -4,14 +4,18 @@
 //! ```text
 //! case NAME type f32 rel_l2 1.2e-7 tol 1e-5
 //! case NAME type f16 error REASON
+//! case NAME type i8 rel_l2 3.1e-3 tol 3e-2 hash 0x1234abcd
 //! skip NAME REASON
 //! ```
 //!
 //! The host (`scripts/qemu-test`) decides pass/fail from these lines; the firmware only
-//! measures. `rel_l2 = |y - y_ref| / max(|y_ref|, 1e-12)` in f64, printed as `nan` when an
+//! measures. An i8 line also carries the FNV-1a hash of the int8 output, which must equal
+//! the host's for the same case (`examples/int8_hashes.rs`): the integer path is
+//! bit-identical on every target and backend. `rel_l2 = |y - y_ref| / max(|y_ref|, 1e-12)` in f64, printed as `nan` when an
 //! output is not finite.
 
 use defmt::println;
+use microattn::attention::int8::{int8_sdpa, Int8Bias, Int8Scales, Int8SdpaParams};
 use microattn::attention::{
     additive_attention, additive_attention_typed, linear_attention, linear_attention_typed,
     luong_attention, luong_attention_typed, sdpa, sdpa_typed, AdditiveParams, AdditiveShape,
@@ -20,6 +24,7 @@ use microattn::attention::{
 };
 use microattn::mask::{Mask, MaskTerm};
 use microattn::mha::{mha, mha_typed, MhaShape, MhaWeights};
+use microattn::quant::{quantize, QParams};
 use microattn::{f16, Element, Error};
 
 /// One SDPA conformance case: tensors row-major, `[heads, lq, d]` etc.
@@ -60,6 +65,8 @@ pub struct SdpaCase {
     pub tol_f32: Option<f64>,
     /// f16 tolerance, when the case is run in f16.
     pub tol_f16: Option<f64>,
+    /// i8 tolerance, when the case is run in i8 (`int8_sdpa`).
+    pub tol_i8: Option<f64>,
 }
 
 /// An op other than SDPA and its parameters; the case's inputs are in the kernel's order.
@@ -154,7 +161,12 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
 
-pub use generated::{CASES, MAX_INPUT, MAX_OUTPUT, MAX_SCRATCH, SKIPPED};
+pub use generated::{CASES, MAX_DV, MAX_INPUT, MAX_OUTPUT, MAX_SCRATCH, SKIPPED};
+
+/// Integer bias storage of an i8 case (ALiBi slopes or a T5 table).
+const MAX_BIAS: usize = 256;
+/// T5 bucket thresholds of an i8 case.
+const MAX_THRESHOLDS: usize = 64;
 
 /// Working memory for the typed runs, sized by the generator for this machine's cases.
 pub struct Buffers {
@@ -162,6 +174,11 @@ pub struct Buffers {
     out_f32: [f32; MAX_OUTPUT],
     out_f16: [f16; MAX_OUTPUT],
     scratch: [f32; MAX_SCRATCH],
+    input_i8: [i8; MAX_INPUT],
+    out_i8: [i8; MAX_OUTPUT],
+    scratch_i64: [i64; MAX_DV],
+    bias_i32: [i32; MAX_BIAS],
+    thresholds: [u32; MAX_THRESHOLDS],
 }
 
 impl Buffers {
@@ -172,6 +189,11 @@ impl Buffers {
             out_f32: [0.0; MAX_OUTPUT],
             out_f16: [f16::ZERO; MAX_OUTPUT],
             scratch: [0.0; MAX_SCRATCH],
+            input_i8: [0; MAX_INPUT],
+            out_i8: [0; MAX_OUTPUT],
+            scratch_i64: [0; MAX_DV],
+            bias_i32: [0; MAX_BIAS],
+            thresholds: [0; MAX_THRESHOLDS],
         }
     }
 }
@@ -188,7 +210,11 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
     let planned: usize = CASES
         .iter()
         .map(|c| match c {
-            Case::Sdpa(s) => s.tol_f32.is_some() as usize + s.tol_f16.is_some() as usize,
+            Case::Sdpa(s) => {
+                s.tol_f32.is_some() as usize
+                    + s.tol_f16.is_some() as usize
+                    + s.tol_i8.is_some() as usize
+            }
             Case::Op(o) => o.tol_f32.is_some() as usize + o.tol_f16.is_some() as usize,
             Case::Unsupported { .. } => 1,
         })
@@ -220,6 +246,17 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                     let out = &mut buffers.out_f16[..c.expected.len()];
                     let result = run_sdpa(c, q, k, v, out, &mut buffers.scratch);
                     report(c.name, "f16", tol, result.map(|()| rel_l2(out, c.expected)));
+                    lines += 1;
+                }
+                if let Some(tol) = c.tol_i8 {
+                    match run_sdpa_i8(c, buffers) {
+                        Ok((err, hash)) if err.is_finite() => println!(
+                            "case {=str} type i8 rel_l2 {=f64} tol {=f64} hash {=u32:#010x}",
+                            c.name, err, tol, hash
+                        ),
+                        Ok(_) => println!("case {=str} type i8 rel_l2 nan tol {=f64}", c.name, tol),
+                        Err(e) => println!("case {=str} type i8 error {}", c.name, e),
+                    }
                     lines += 1;
                 }
             }
@@ -275,6 +312,70 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
     }
     println!("done {=usize}", lines);
     lines
+}
+
+/// Symmetric per-tensor int8 quantization with the max-abs scale (as the host's i8 adapter).
+fn quantize_max_abs(x: &[f32], out: &mut [i8]) -> Result<QParams, Error> {
+    let max_abs = x.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)));
+    let params = QParams::from_max_abs(max_abs)?;
+    quantize(x, params, out)?;
+    Ok(params)
+}
+
+/// FNV-1a (32-bit) of int8 bytes: the fingerprint the host compares (`scripts/qemu-test`).
+pub fn fnv1a(bytes: &[i8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ b as u8 as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Runs an SDPA case in i8 exactly as the host's i8 adapter does (per-tensor max-abs
+/// quantization; output scale calibrated by a first run with the value scale) and returns
+/// the rel-L2 error of the dequantized output and the FNV-1a hash of the int8 output.
+fn run_sdpa_i8(c: &SdpaCase, b: &mut Buffers) -> Result<(f64, u32), Error> {
+    let shape = AttentionShape::multi_head(c.heads, c.kv_heads, c.lq, c.lk, c.d, c.dv);
+    let (nq, nk, nv) = (c.q.len(), c.k.len(), c.v.len());
+    let input = b
+        .input_i8
+        .get_mut(..nq + nk + nv)
+        .ok_or(Error::InvalidParameter)?;
+    let (q, rest) = input.split_at_mut(nq);
+    let (k, v) = rest.split_at_mut(nk);
+    let qp = quantize_max_abs(c.q, q)?;
+    let kp = quantize_max_abs(c.k, k)?;
+    let vp = quantize_max_abs(c.v, v)?;
+    let bias = Int8Bias::from_bias(&c.bias, c.heads, &mut b.bias_i32, &mut b.thresholds)?;
+    let mask = Mask::new(c.mask).with_signed_offset(c.q_pos_offset);
+    let out = b
+        .out_i8
+        .get_mut(..c.expected.len())
+        .ok_or(Error::InvalidParameter)?;
+    let scratch = &mut b.scratch_i64[..];
+    let mut run = |out_scale: f32, out: &mut [i8]| {
+        let scales = Int8Scales {
+            q: qp.scale(),
+            k: kp.scale(),
+            v: vp.scale(),
+            out: out_scale,
+        };
+        let params = Int8SdpaParams::new(scales, c.d, c.score, c.scale, mask, bias)?;
+        int8_sdpa(q, k, v, out, shape, &params, scratch)
+    };
+    let mut out_scale = vp.scale();
+    run(out_scale, out)?;
+    let steps = out.iter().map(|&x| (x as i32).abs()).max().unwrap_or(0);
+    if steps > 0 && steps < 127 {
+        out_scale = vp.scale() * (steps as f32 + 0.5) / 127.0;
+        run(out_scale, out)?;
+    }
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&y, &r) in out.iter().zip(c.expected) {
+        let e = (y as f32 * out_scale) as f64 - r as f64;
+        diff += e * e;
+        norm += r as f64 * r as f64;
+    }
+    let err = libm::sqrt(diff) / libm::sqrt(norm).max(1e-12);
+    Ok((err, fnv1a(out)))
 }
 
 fn to_f16(src: &[f32], dst: &mut [f16]) {

@@ -8,6 +8,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod arch_check;
 pub mod bench;
 pub mod conformance;
 

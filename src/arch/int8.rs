@@ -1,0 +1,101 @@
+//! Int8 primitives of the int8 kernels, with the backend chosen at compile time:
+//!
+//! | cfg (from `build.rs`) | cores | version |
+//! |---|---|---|
+//! | `arm_mve` | Cortex-M55/M85 | Helium: the [`scalar`] loops auto-vectorized by `-C target-cpu=cortex-m55` (`vmladava.s8`, `vmla.s32`; checked in `scripts/qemu-test`) |
+//! | `arm_dsp` | Cortex-M4/M7/M33 | [`cortex_m_dsp`](super::cortex_m_dsp): `SXTB16`/`SMLAD`/`SMLAW` in `asm!` |
+//! | otherwise | everything else | [`scalar`] |
+//!
+//! All versions give the same bits (wrapping `i32` arithmetic). A host test cannot run the
+//! `asm!`, so the QEMU conformance firmware compares them with [`scalar`] on every machine,
+//! and the int8 outputs on target with the host's (FNV-1a hashes).
+
+use super::scalar;
+use crate::error::Error;
+
+/// `Σ a_i b_i` of int8 vectors over the common length (wrapping `i32`).
+///
+/// ```
+/// assert_eq!(microattn::arch::dot_i8(&[1, 2, 3], &[4, 5, 6]), 32);
+/// ```
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let mut out = [0i32; 1];
+    let n = a.len().min(b.len());
+    // One key of length n: always fits.
+    match dot_i8_keys(&a[..n], &b[..n], n, &mut out) {
+        Ok(()) => out[0],
+        Err(_) => scalar::dot_i8(a, b),
+    }
+}
+
+/// `out[j] = Σ_i q_i · keys[j·stride + i]` for every `j < out.len()` (wrapping `i32`): the
+/// dot products of one int8 query with `out.len()` keys `stride` bytes apart.
+///
+/// Errors: [`Error::LengthMismatch`] when `keys` is shorter than the last key's end,
+/// [`Error::ShapeOverflow`] when that end overflows.
+///
+/// ```
+/// let keys = [1i8, 0, 0, 1, 2, 2];
+/// let mut out = [0i32; 3];
+/// microattn::arch::dot_i8_keys(&[3, 4], &keys, 2, &mut out)?;
+/// assert_eq!(out, [3, 4, 14]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+#[inline]
+pub fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) -> Result<(), Error> {
+    rows_fit(keys.len(), out.len(), stride, q.len())?;
+    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
+    // SAFETY: the keys fit (checked above).
+    unsafe {
+        super::cortex_m_dsp::dot_i8_keys(q, keys, stride, out)
+    };
+    #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
+    scalar::dot_i8_keys(q, keys, stride, out);
+    Ok(())
+}
+
+/// `acc[c] += Σ_j w[j] · v[j·stride + c]` for `c < acc.len()`, `j < w.len()` (wrapping
+/// `i32`): a weighted sum of `w.len()` int8 value rows `stride` bytes apart.
+///
+/// Errors: [`Error::LengthMismatch`] when `v` is shorter than the last row's end,
+/// [`Error::ShapeOverflow`] when that end overflows.
+///
+/// ```
+/// let v = [1i8, 2, 3, 4];
+/// let mut acc = [10i32, 20];
+/// microattn::arch::pv_i8(&[2, -1], &v, 2, &mut acc)?;
+/// assert_eq!(acc, [10 + 2 - 3, 20 + 4 - 4]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+#[inline]
+pub fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) -> Result<(), Error> {
+    rows_fit(v.len(), w.len(), stride, acc.len())?;
+    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
+    // SAFETY: the rows fit (checked above).
+    unsafe {
+        super::cortex_m_dsp::pv_i8(w, v, stride, acc)
+    };
+    #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
+    scalar::pv_i8(w, v, stride, acc);
+    Ok(())
+}
+
+/// `rows` rows of `width` elements, `stride` apart, fit in `len` elements.
+fn rows_fit(len: usize, rows: usize, stride: usize, width: usize) -> Result<(), Error> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let needed = (rows - 1)
+        .checked_mul(stride)
+        .and_then(|x| x.checked_add(width))
+        .ok_or(Error::ShapeOverflow)?;
+    if len >= needed {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            expected: needed,
+            found: len,
+        })
+    }
+}

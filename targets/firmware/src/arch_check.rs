@@ -1,0 +1,125 @@
+//! On-target check that the int8 primitives the kernels use on this core
+//! (`microattn::arch::{dot_i8, dot_i8_keys, pv_i8}`: Cortex-M DSP `asm!`, Helium, or scalar)
+//! give exactly the bits of the scalar reference (`microattn::arch::scalar`). A host test
+//! cannot run the `asm!`, so this runs on every emulated core. One line per primitive:
+//!
+//! ```text
+//! check arch_i8 PRIMITIVE cases N failed M
+//! ```
+
+use defmt::println;
+use microattn::arch::{self, scalar};
+
+/// Longest vector and most keys / rows tried.
+const MAX_LEN: usize = 72;
+const MAX_ROWS: usize = 6;
+const POOL: usize = MAX_ROWS * (MAX_LEN + 3);
+
+/// xorshift32.
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+
+    /// Bytes over the whole int8 range, with the extremes -128 and 127 often.
+    fn fill(&mut self, x: &mut [i8]) {
+        for v in x.iter_mut() {
+            let r = self.next();
+            *v = match r % 16 {
+                0 => -128,
+                1 => 127,
+                _ => (r >> 8) as u8 as i8,
+            };
+        }
+    }
+}
+
+/// Runs the checks and prints their lines; returns the number of failed cases.
+pub fn run() -> usize {
+    let mut rng = Rng(0x1234_5678);
+    let mut q = [0i8; MAX_LEN];
+    let mut pool = [0i8; POOL];
+    let mut failed_total = 0;
+
+    // dot_i8_keys and dot_i8: every length up to MAX_LEN, 0 to MAX_ROWS keys, padded strides.
+    let (mut cases, mut failed) = (0, 0);
+    for d in 0..=MAX_LEN {
+        for keys in 0..=MAX_ROWS {
+            let stride = d + (d + keys) % 4;
+            rng.fill(&mut q);
+            rng.fill(&mut pool);
+            let (mut got, mut want) = ([0i32; MAX_ROWS], [0i32; MAX_ROWS]);
+            let ok = arch::dot_i8_keys(&q[..d], &pool, stride, &mut got[..keys]).is_ok();
+            scalar::dot_i8_keys(&q[..d], &pool, stride, &mut want[..keys]);
+            cases += 1;
+            if !ok || got != want {
+                failed += 1;
+                if failed == 1 {
+                    println!(
+                        "dot_i8_keys d={=usize} keys={=usize}: {} != {}",
+                        d,
+                        keys,
+                        &got[..keys],
+                        &want[..keys]
+                    );
+                }
+            }
+            let offset = keys % 4; // unaligned starts too
+            let (a, b) = (&q[..d], &pool[offset..offset + d]);
+            cases += 1;
+            if arch::dot_i8(a, b) != scalar::dot_i8(a, b) {
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "check arch_i8 dot_i8_keys cases {=usize} failed {=usize}",
+        cases, failed
+    );
+    failed_total += failed;
+
+    // pv_i8: softmax-like weights (0 ..= 2^16), some beyond the DSP range (|w| >= 2^23,
+    // which takes the scalar fallback), every column count up to MAX_LEN.
+    let (mut cases, mut failed) = (0, 0);
+    for cols in 0..=MAX_LEN {
+        for rows in 0..=MAX_ROWS {
+            let stride = cols + (cols + rows) % 4;
+            rng.fill(&mut pool);
+            let mut w = [0i32; MAX_ROWS];
+            for x in w.iter_mut() {
+                let r = rng.next();
+                *x = match r % 8 {
+                    0 => 1 << 16,
+                    1 => 0,
+                    2 if cols % 5 == 0 => (r as i32) >> 6, // beyond 2^23: scalar fallback
+                    3 => -((r >> 15) as i32),
+                    _ => (r >> 15) as i32, // 0 ..= 2^17 - 1
+                };
+            }
+            let mut got = [0i32; MAX_LEN];
+            for (i, a) in got.iter_mut().enumerate() {
+                *a = (i as i32 - 20) * 1000;
+            }
+            let mut want = got;
+            let ok = arch::pv_i8(&w[..rows], &pool, stride, &mut got[..cols]).is_ok();
+            scalar::pv_i8(&w[..rows], &pool, stride, &mut want[..cols]);
+            cases += 1;
+            if !ok || got != want {
+                failed += 1;
+                if failed == 1 {
+                    println!("pv_i8 cols={=usize} rows={=usize}: mismatch", cols, rows);
+                }
+            }
+        }
+    }
+    println!(
+        "check arch_i8 pv_i8 cases {=usize} failed {=usize}",
+        cases, failed
+    );
+    failed_total + failed
+}
