@@ -57,6 +57,14 @@ pub trait Element:
         }
     }
 
+    /// `dst = src` rounded to this type, over the common length.
+    #[inline]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(s);
+        }
+    }
+
     /// The slice itself when `Self` is `f32` (kernels then skip widening copies), else `None`.
     #[inline]
     fn as_f32(_x: &[Self]) -> Option<&[f32]> {
@@ -101,6 +109,10 @@ impl Element for f32 {
         dst[..n].copy_from_slice(&src[..n]);
     }
     #[inline]
+    fn narrow(src: &[f32], dst: &mut [f32]) {
+        Self::widen(src, dst)
+    }
+    #[inline]
     fn as_f32(x: &[f32]) -> Option<&[f32]> {
         Some(x)
     }
@@ -119,7 +131,7 @@ impl Element for f16 {
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
-    // F16C (x86) widens eight or sixteen at a time.
+    // F16C (x86) converts eight or sixteen at a time.
     #[inline]
     fn dot(a: &[f16], b: &[f16]) -> f32 {
         crate::arch::backend().dot_f16(a, b)
@@ -131,6 +143,10 @@ impl Element for f16 {
     #[inline]
     fn widen(src: &[f16], dst: &mut [f32]) {
         crate::arch::backend().widen_f16(src, dst)
+    }
+    #[inline]
+    fn narrow(src: &[f32], dst: &mut [f16]) {
+        crate::arch::backend().narrow_f16(src, dst)
     }
 }
 

@@ -221,6 +221,57 @@ fn half_precision_paths_match_the_reference() {
     }
 }
 
+/// f32 → f16 rounding is the `half` crate's, bit for bit: random values over the whole f16
+/// range, exact halfway cases (ties to even), subnormals, overflow to infinity; NaN stays NaN.
+#[test]
+fn narrowing_to_f16_rounds_as_half() {
+    let mut rng = Rng(9);
+    let mut values: Vec<f32> = Vec::new();
+    for e in -26..17 {
+        values.extend(rng.vec(40, 1.0).iter().map(|x| x * 2f32.powi(e)));
+    }
+    // Halfway between neighbouring f16 values (normal and subnormal), and around the limits.
+    for bits in (0u16..0x7C00).step_by(97) {
+        let (a, b) = (
+            f16::from_bits(bits).to_f32(),
+            f16::from_bits(bits + 1).to_f32(),
+        );
+        values.extend([(a + b) / 2.0, -(a + b) / 2.0]);
+    }
+    values.extend([
+        65504.0,
+        65519.0,
+        65520.0,
+        1e9,
+        -1e9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e-10,
+    ]);
+    for &n in LENGTHS {
+        for be in simd_backends() {
+            for chunk in values.chunks(n.max(1)).take(4) {
+                let src = &chunk[..n.min(chunk.len())];
+                let mut got = vec![f16::ZERO; src.len()];
+                be.narrow_f16(src, &mut got);
+                for (x, g) in src.iter().zip(&got) {
+                    assert_eq!(g.to_bits(), f16::from_f32(*x).to_bits(), "{be:?}: {x:e}");
+                }
+            }
+            let mut whole = vec![f16::ZERO; values.len()];
+            be.narrow_f16(&values, &mut whole);
+            for (x, g) in values.iter().zip(&whole) {
+                assert_eq!(g.to_bits(), f16::from_f32(*x).to_bits(), "{be:?}: {x:e}");
+            }
+            let mut nan = [f16::ZERO; 17];
+            be.narrow_f16(&[f32::NAN; 17], &mut nan);
+            assert!(nan.iter().all(|h| h.is_nan()), "{be:?}");
+        }
+    }
+}
+
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }

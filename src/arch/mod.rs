@@ -27,6 +27,8 @@ mod simd;
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
 mod cortex_m_dsp;
 mod int8;
+#[cfg(all(target_arch = "arm", arm_mve))]
+mod mve;
 pub use int8::{dot_i8, dot_i8_keys, pv_i8};
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -62,6 +64,7 @@ pub(crate) struct Table {
     axpy_bf16: unsafe fn(f32, &[bf16], &mut [f32]),
     widen_f16: unsafe fn(&[f16], &mut [f32]),
     widen_bf16: unsafe fn(&[bf16], &mut [f32]),
+    narrow_f16: unsafe fn(&[f32], &mut [f16]),
     scale: unsafe fn(&mut [f32], f32),
     max: unsafe fn(&[f32]) -> f32,
     exp_sum: unsafe fn(&mut [f32], f32) -> f32,
@@ -93,6 +96,7 @@ static SCALAR: Table = Table {
     axpy_bf16: scalar::axpy_bf16,
     widen_f16: scalar::widen_f16,
     widen_bf16: scalar::widen_bf16,
+    narrow_f16: scalar::narrow_f16,
     scale: scalar::scale,
     max: scalar::max,
     exp_sum: scalar::exp_sum,
@@ -282,6 +286,13 @@ impl Backend {
     pub fn widen_bf16(self, src: &[bf16], dst: &mut [f32]) {
         // SAFETY: see the impl; any lengths are valid.
         unsafe { (self.table.widen_bf16)(src, dst) }
+    }
+
+    /// `dst = src` rounded to f16 (nearest even, as `f16::from_f32`), over the common length.
+    #[inline]
+    pub fn narrow_f16(self, src: &[f32], dst: &mut [f16]) {
+        // SAFETY: see the impl; any lengths are valid.
+        unsafe { (self.table.narrow_f16)(src, dst) }
     }
 
     /// `y *= alpha`.

@@ -135,6 +135,13 @@ pub(crate) fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
     }
 }
 
+/// `dst = src` rounded to f16.
+pub(crate) fn narrow_f16(src: &[f32], dst: &mut [f16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(s);
+    }
+}
+
 /// Largest element ignoring NaN; `-inf` when empty.
 pub(crate) fn max(x: &[f32]) -> f32 {
     x.iter().copied().fold(f32::NEG_INFINITY, f32::max)

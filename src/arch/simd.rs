@@ -40,6 +40,15 @@ pub(super) trait Vector: Copy {
         }
         Self::load(wide.as_ptr())
     }
+    /// Writes the lanes to `p` as f16 bit patterns, rounded to nearest even.
+    #[inline(always)]
+    unsafe fn store_f16(self, p: *mut u16) {
+        let mut wide = [0.0f32; 16];
+        self.store(wide.as_mut_ptr());
+        for (i, &w) in wide.iter().enumerate().take(Self::LANES) {
+            *p.add(i) = f16::from_f32(w).to_bits();
+        }
+    }
     /// `self + b`.
     unsafe fn add(self, b: Self) -> Self;
     /// `self - b`.
@@ -281,6 +290,23 @@ pub(super) unsafe fn widen<V: Vector, T: Lane>(src: &[T], dst: &mut [f32]) {
     }
     for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
         *d = s.widen();
+    }
+}
+
+/// `dst = src` rounded to f16 (nearest even), over the common length. Caller: none.
+#[inline(always)]
+pub(super) unsafe fn narrow_f16<V: Vector>(src: &[f32], dst: &mut [f16]) {
+    let n = src.len().min(dst.len());
+    // `half::f16` is `repr(transparent)` over its u16 bit pattern.
+    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr().cast::<u16>());
+    let l = V::LANES;
+    let mut i = 0;
+    while i + l <= n {
+        V::load(ps.add(i)).store_f16(pd.add(i));
+        i += l;
+    }
+    for (d, &s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+        *d = f16::from_f32(s);
     }
 }
 
@@ -749,6 +775,10 @@ macro_rules! simd_backend {
             simd::widen::<$v, bf16>(src, dst)
         }
         #[target_feature(enable = $features)]
+        unsafe fn narrow_f16(src: &[f32], dst: &mut [f16]) {
+            simd::narrow_f16::<$v>(src, dst)
+        }
+        #[target_feature(enable = $features)]
         unsafe fn scale(y: &mut [f32], alpha: f32) {
             simd::scale::<$v>(y, alpha)
         }
@@ -820,6 +850,7 @@ macro_rules! simd_backend {
             axpy_bf16,
             widen_f16,
             widen_bf16,
+            narrow_f16,
             scale,
             max,
             exp_sum,

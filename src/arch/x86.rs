@@ -94,6 +94,11 @@ impl Vector for Avx2 {
         Avx2(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide)))
     }
     #[inline(always)]
+    unsafe fn store_f16(self, p: *mut u16) {
+        let half = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+        _mm_storeu_si128(p.cast(), half)
+    }
+    #[inline(always)]
     unsafe fn add(self, b: Self) -> Self {
         Avx2(_mm256_add_ps(self.0, b.0))
     }
@@ -200,6 +205,11 @@ impl Vector for Avx512 {
     unsafe fn load_bf16(p: *const u16) -> Self {
         let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
         Avx512(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide)))
+    }
+    #[inline(always)]
+    unsafe fn store_f16(self, p: *mut u16) {
+        let half = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0);
+        _mm256_storeu_si256(p.cast(), half)
     }
     #[inline(always)]
     unsafe fn add(self, b: Self) -> Self {

@@ -252,9 +252,7 @@ fn attend<E: Element>(
             Some(out_row) => attend_row(q_row, k_h, v_h, out_row, h, i, scale, params),
             None => {
                 attend_row(q_row, k_h, v_h, acc, h, i, scale, params);
-                for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
-                    *o = E::from_f32(a);
-                }
+                E::narrow(acc, out_row);
             }
         }
     };

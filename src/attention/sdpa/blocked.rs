@@ -8,10 +8,11 @@
 //!
 //! Masks: each row must allow one contiguous run of keys (true of no mask, causal, sliding
 //! windows, key padding and their intersections); the block visits the union of its rows'
-//! runs, in tiles aligned to multiples of [`KEYS`] (so a tile is the same whichever block
-//! visits it), and masks per row the keys outside its run. Tiles outside every run are
-//! skipped, so a causal or sliding-window call does only the work near its band. A block with
-//! a row of several runs goes back to the per-row path.
+//! runs in tiles of [`KEYS`] from the union's start (0 without a mask, so every row of an
+//! unmasked call sees the same tiles whichever block it is in), and masks per row the keys
+//! outside its run. Keys outside every run are skipped, so a causal or sliding-window call
+//! does only the work near its band. A block with a row of several runs goes back to the
+//! per-row path.
 //!
 //! Semantics are those of the per-row path: `saturate(scale·q·k + bias)` logits (an
 //! overflowed dot product is recomputed by the score's rescaled path), zero rows for rows
@@ -192,15 +193,23 @@ impl Call<'_, '_> {
         if n < ROWS {
             qt.fill(0.0);
         }
+        let mut wide = [0.0f32; MAX_DIM];
         for (r, q_row) in q_rows.chunks_exact(d).enumerate() {
-            for (x, qt_c) in q_row.iter().zip(qt.chunks_exact_mut(ROWS)) {
-                qt_c[r] = x.to_f32();
+            let q32 = match E::as_f32(q_row) {
+                Some(q32) => q32,
+                None => {
+                    E::widen(q_row, &mut wide);
+                    &wide[..d]
+                }
+            };
+            for (&x, qt_c) in q32.iter().zip(qt.chunks_exact_mut(ROWS)) {
+                qt_c[r] = x;
             }
         }
         acc.fill(0.0);
         let mut start = span_lo;
         while start < span_hi {
-            let end = span_hi.min(start - start % KEYS + KEYS);
+            let end = span_hi.min(start + KEYS);
             let tile_ok = self.tile(
                 TileBuffers {
                     qt,
@@ -222,16 +231,16 @@ impl Call<'_, '_> {
             }
             start = end;
         }
-        let outs = out_rows.chunks_exact_mut(dv).zip(acc.chunks_exact(dvp));
+        let outs = out_rows.chunks_exact_mut(dv).zip(acc.chunks_exact_mut(dvp));
         for (r, (out_row, acc_row)) in outs.enumerate() {
             let inv = if rows.l[r] > 0.0 {
                 1.0 / rows.l[r]
             } else {
                 0.0
             };
-            for (o, &a) in out_row.iter_mut().zip(acc_row) {
-                *o = E::from_f32(a * inv);
-            }
+            let acc_row = &mut acc_row[..dv];
+            self.backend.scale(acc_row, inv);
+            E::narrow(acc_row, out_row);
         }
         true
     }
