@@ -89,3 +89,27 @@ run_qemu() {
     [ "${status[0]}" -eq 0 ] || return "${status[0]}"
     return "${status[1]}"
 }
+
+# reachable_code OBJDUMP ELF SYMBOL CPU: the disassembly (for CPU, e.g. cortex-m55, whose
+# Helium instructions only disassemble with the CPU named) of SYMBOL and of every function it
+# reaches by direct calls or tail calls (bl, b.w, conditional branches to another symbol).
+reachable_code() {
+    local objdump="$1" elf="$2" root="$3" cpu="$4"
+    "$objdump" -d --no-show-raw-insn --mcpu="$cpu" "$elf" | awk -v root="$root" '
+        /^[0-9a-f]+ <[^>]+>:$/ { f = $2; gsub(/[<>:]/, "", f); order[++n] = f; next }
+        f != "" { body[f] = body[f] $0 "\n" }
+        f != "" && /\tb(l|lx|\.w|eq|ne|cs|cc|mi|pl|hi|ls|ge|lt|gt|le)?(\.w)?\t/ {
+            if (match($0, /<[^>]+>/)) {
+                t = substr($0, RSTART + 1, RLENGTH - 2)
+                if (t !~ /\+0x/ && t != f) edges[f] = edges[f] " " t
+            }
+        }
+        END {
+            m = 1; queue[1] = root; seen[root] = 1
+            for (i = 1; i <= m; i++) {
+                k = split(edges[queue[i]], next_, " ")
+                for (j = 1; j <= k; j++) if (!(next_[j] in seen)) { seen[next_[j]] = 1; queue[++m] = next_[j] }
+            }
+            for (i = 1; i <= m; i++) printf "<%s>:\n%s", queue[i], body[queue[i]]
+        }'
+}

@@ -2,7 +2,7 @@
 //!
 //! | cfg (from `build.rs`) | cores | version |
 //! |---|---|---|
-//! | `arm_mve` | Cortex-M55/M85 | Helium: the [`scalar`] loops auto-vectorized by `-C target-cpu=cortex-m55` (`vmladava.s8`, `vmla.s32`; checked in `scripts/qemu-test`) |
+//! | `arm_mve` | Cortex-M55/M85 | [`mve`](super::mve): Helium `VMLADAVA.S8` / `VMLA.I32` in `asm!` (`scripts/qemu-test` checks the M55 firmware's int8 kernel for MVE instructions) |
 //! | `arm_dsp` | Cortex-M4/M7/M33 | [`cortex_m_dsp`](super::cortex_m_dsp): `SXTB16`/`SMLAD`/`SMLAW` in `asm!` |
 //! | otherwise | everything else | [`scalar`] |
 //!
@@ -45,12 +45,17 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 #[inline]
 pub fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) -> Result<(), Error> {
     rows_fit(keys.len(), out.len(), stride, q.len())?;
+    #[cfg(all(target_arch = "arm", arm_mve))]
+    // SAFETY: the keys fit (checked above).
+    unsafe {
+        super::mve::dot_i8_keys(q, keys, stride, out)
+    };
     #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
     // SAFETY: the keys fit (checked above).
     unsafe {
         super::cortex_m_dsp::dot_i8_keys(q, keys, stride, out)
     };
-    #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
+    #[cfg(not(all(target_arch = "arm", any(arm_dsp, arm_mve))))]
     scalar::dot_i8_keys(q, keys, stride, out);
     Ok(())
 }
@@ -71,12 +76,17 @@ pub fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) -> Res
 #[inline]
 pub fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) -> Result<(), Error> {
     rows_fit(v.len(), w.len(), stride, acc.len())?;
+    #[cfg(all(target_arch = "arm", arm_mve))]
+    // SAFETY: the rows fit (checked above).
+    unsafe {
+        super::mve::pv_i8(w, v, stride, acc)
+    };
     #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
     // SAFETY: the rows fit (checked above).
     unsafe {
         super::cortex_m_dsp::pv_i8(w, v, stride, acc)
     };
-    #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
+    #[cfg(not(all(target_arch = "arm", any(arm_dsp, arm_mve))))]
     scalar::pv_i8(w, v, stride, acc);
     Ok(())
 }
