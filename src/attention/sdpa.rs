@@ -6,10 +6,10 @@
 //! value rows its mask allows; rows with no allowed key are zero):
 //!
 //! - **per row** (every case): each query row walks only its allowed key ranges in tiles of
-//!   64 keys: the tile's logits live on the stack, the softmax is online, and the output
-//!   row is the accumulator. No scratch, no score matrix: memory is O(tile) per call whatever
-//!   the lengths. The dot score of f32 keys is computed a tile at a time
-//!   ([`arch::Backend::dot_keys`]) and the exponentials a vector at a time.
+//!   64 keys (32 on microcontrollers): the tile's logits live on the stack, the softmax is
+//!   online, and the output row is the accumulator. No scratch, no score matrix: memory is
+//!   O(tile) per call whatever the lengths. The dot score of f32 keys is computed a tile at a
+//!   time ([`arch::Backend::dot_keys`]) and the exponentials a vector at a time.
 //! - **blocked** (x86_64 and aarch64 hosts, `Score::Dot`, `d` and `dv` at most 128, at least
 //!   [`BLOCKED_MIN_ROWS`] query rows): blocks of [`arch::BLOCK_ROWS`] query rows against tiles
 //!   of keys, so Q·Kᵀ and P·V run as register-blocked micro-kernels with the online softmax
@@ -37,9 +37,14 @@ pub const BLOCKED_MIN_ROWS: usize = 8;
 /// stack.
 pub const TILE: usize = 32;
 
-/// Keys per step of the float per-row path: 64 logits = 256 bytes of stack (fewer steps
-/// than [`TILE`] matter for decode, which is bound by streaming K and V).
+/// Keys per step of the float per-row path on hosts: 64 logits = 256 bytes of stack (fewer,
+/// longer steps help decode, which streams K and V).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const ROW_TILE: usize = 2 * TILE;
+
+/// Keys per step of the float per-row path on microcontrollers: [`TILE`], 128 bytes of stack.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ROW_TILE: usize = TILE;
 
 /// Shapes of one attention call. Tensors are row-major:
 /// `q` is `[heads, lq, d]`, `k` is `[kv_heads, lk, d]`, `v` is `[kv_heads, lk, dv]` and the
