@@ -1,10 +1,13 @@
-//! On-target check that the int8 primitives the kernels use on this core
-//! (`microattn::arch::{dot_i8, dot_i8_keys, pv_i8}`: Cortex-M DSP `asm!`, Helium, or scalar)
-//! give exactly the bits of the scalar reference (`microattn::arch::scalar`). A host test
-//! cannot run the `asm!`, so this runs on every emulated core. One line per primitive:
+//! On-target check that the primitives the kernels use on this core give exactly the bits of
+//! the scalar reference: the int8 ones (`microattn::arch::{dot_i8, dot_i8_keys, pv_i8}`:
+//! Cortex-M DSP `asm!`, Helium, or scalar) against `microattn::arch::scalar`, and the f32 ones
+//! of the selected backend (`cortex-m-fpu` on hard-float cores) against the scalar backend. A
+//! host test cannot run the `asm!`, so this runs on every emulated core. One line per
+//! primitive:
 //!
 //! ```text
 //! check arch_i8 PRIMITIVE cases N failed M
+//! check arch_f32 BACKEND PRIMITIVE cases N failed M
 //! ```
 
 use defmt::println;
@@ -121,5 +124,88 @@ pub fn run() -> usize {
         "check arch_i8 pv_i8 cases {=usize} failed {=usize}",
         cases, failed
     );
-    failed_total + failed
+    failed_total += failed;
+    failed_total + check_f32(&mut rng)
+}
+
+/// Floats in [-2, 2) with a few exact zeros, negative zeros and large values.
+fn floats(rng: &mut Rng, x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let r = rng.next();
+        *v = match r % 32 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => 1.0e30,
+            _ => ((r >> 8) as f32 / (1u32 << 24) as f32) * 4.0 - 2.0,
+        };
+    }
+}
+
+/// The f32 primitives of the selected backend (`cortex-m-fpu` on hard-float cores) against the
+/// scalar backend, bit for bit.
+fn check_f32(rng: &mut Rng) -> usize {
+    let selected = arch::backend();
+    let Some(reference) = arch::backends().next() else {
+        println!("check arch_f32 backends cases 0 failed 1");
+        return 1;
+    };
+    let mut q = [0.0f32; MAX_LEN];
+    let mut pool = [0.0f32; POOL];
+    let (mut cases, mut failed) = (0, 0);
+    for d in 0..=MAX_LEN {
+        for keys in 0..=MAX_ROWS {
+            let stride = d + (d + keys) % 4;
+            floats(rng, &mut q);
+            floats(rng, &mut pool);
+            let (mut got, mut want) = ([0.0f32; MAX_ROWS], [0.0f32; MAX_ROWS]);
+            let a = selected.dot_keys(&q[..d], &pool, stride, 0.125, &mut got[..keys]);
+            let b = reference.dot_keys(&q[..d], &pool, stride, 0.125, &mut want[..keys]);
+            cases += 1;
+            if a.is_err() || b.is_err() || !same_bits(&got, &want) {
+                failed += 1;
+            }
+            cases += 1;
+            let (x, y) = (&q[..d], &pool[keys..keys + d]);
+            if selected.dot(x, y).to_bits() != reference.dot(x, y).to_bits() {
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "check arch_f32 {=str} dot_keys cases {=usize} failed {=usize}",
+        selected.name(),
+        cases,
+        failed
+    );
+    let fails = failed;
+    let (mut cases, mut failed) = (0, 0);
+    for cols in 0..=MAX_LEN {
+        for rows in 0..=MAX_ROWS {
+            let stride = cols + (cols + rows) % 4;
+            floats(rng, &mut pool);
+            let mut w = [0.0f32; MAX_ROWS];
+            floats(rng, &mut w);
+            let mut got = [0.0f32; MAX_LEN];
+            floats(rng, &mut got);
+            let mut want = got;
+            let a = selected.pv_row(&w[..rows], &pool, stride, &mut got[..cols]);
+            let b = reference.pv_row(&w[..rows], &pool, stride, &mut want[..cols]);
+            cases += 1;
+            if a.is_err() || b.is_err() || !same_bits(&got, &want) {
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "check arch_f32 {=str} pv_row cases {=usize} failed {=usize}",
+        selected.name(),
+        cases,
+        failed
+    );
+    fails + failed
+}
+
+/// Bitwise equality (NaN payloads and signed zeros included).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
