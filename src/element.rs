@@ -49,6 +49,40 @@ pub trait Element:
         }
     }
 
+    /// `out[j] = scale · q·k_j` in f32 for every `j < out.len()`, key `j` being
+    /// `keys[j·key_stride..][..q.len()]`; `false` (nothing written) when `keys` is too short.
+    #[inline]
+    fn dot_keys(q: &[Self], keys: &[Self], key_stride: usize, scale: f32, out: &mut [f32]) -> bool {
+        let fits = out.is_empty()
+            || (out.len() - 1)
+                .checked_mul(key_stride)
+                .and_then(|x| x.checked_add(q.len()))
+                .is_some_and(|needed| needed <= keys.len());
+        if fits {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = scale * Self::dot(q, &keys[j * key_stride..][..q.len()]);
+            }
+        }
+        fits
+    }
+
+    /// `acc += Σ_j p[j] · v_j` in f32, row `j` being `v[j·v_stride..][..acc.len()]`; `false`
+    /// (nothing done) when `v` is too short.
+    #[inline]
+    fn pv_row(p: &[f32], v: &[Self], v_stride: usize, acc: &mut [f32]) -> bool {
+        let fits = p.is_empty()
+            || (p.len() - 1)
+                .checked_mul(v_stride)
+                .and_then(|x| x.checked_add(acc.len()))
+                .is_some_and(|needed| needed <= v.len());
+        if fits {
+            for (j, &w) in p.iter().enumerate() {
+                Self::axpy(w, &v[j * v_stride..][..acc.len()], acc);
+            }
+        }
+        fits
+    }
+
     /// `dst = src` widened to f32, over the common length.
     #[inline]
     fn widen(src: &[Self], dst: &mut [f32]) {
@@ -113,6 +147,16 @@ impl Element for f32 {
         Self::widen(src, dst)
     }
     #[inline]
+    fn dot_keys(q: &[f32], keys: &[f32], key_stride: usize, scale: f32, out: &mut [f32]) -> bool {
+        crate::arch::backend()
+            .dot_keys(q, keys, key_stride, scale, out)
+            .is_ok()
+    }
+    #[inline]
+    fn pv_row(p: &[f32], v: &[f32], v_stride: usize, acc: &mut [f32]) -> bool {
+        crate::arch::backend().pv_row(p, v, v_stride, acc).is_ok()
+    }
+    #[inline]
     fn as_f32(x: &[f32]) -> Option<&[f32]> {
         Some(x)
     }
@@ -148,6 +192,18 @@ impl Element for f16 {
     fn narrow(src: &[f32], dst: &mut [f16]) {
         crate::arch::backend().narrow_f16(src, dst)
     }
+    #[inline]
+    fn dot_keys(q: &[f16], keys: &[f16], key_stride: usize, scale: f32, out: &mut [f32]) -> bool {
+        crate::arch::backend()
+            .dot_keys_f16(q, keys, key_stride, scale, out)
+            .is_ok()
+    }
+    #[inline]
+    fn pv_row(p: &[f32], v: &[f16], v_stride: usize, acc: &mut [f32]) -> bool {
+        crate::arch::backend()
+            .pv_row_f16(p, v, v_stride, acc)
+            .is_ok()
+    }
 }
 
 impl Element for bf16 {
@@ -171,5 +227,17 @@ impl Element for bf16 {
     #[inline]
     fn widen(src: &[bf16], dst: &mut [f32]) {
         crate::arch::backend().widen_bf16(src, dst)
+    }
+    #[inline]
+    fn dot_keys(q: &[bf16], keys: &[bf16], key_stride: usize, scale: f32, out: &mut [f32]) -> bool {
+        crate::arch::backend()
+            .dot_keys_bf16(q, keys, key_stride, scale, out)
+            .is_ok()
+    }
+    #[inline]
+    fn pv_row(p: &[f32], v: &[bf16], v_stride: usize, acc: &mut [f32]) -> bool {
+        crate::arch::backend()
+            .pv_row_bf16(p, v, v_stride, acc)
+            .is_ok()
     }
 }

@@ -423,6 +423,49 @@ fn row_tiles_match_the_reference() {
                     let bound = ((n + 2) as f64) * U * abs + 1e-30;
                     assert_within(acc[c], exact, bound, &format!("pv_row {what}"));
                 }
+                // The same with f16 and bf16 storage, against f64 on the widened values.
+                let (qh, kh): (Vec<f16>, Vec<f16>) = (
+                    q.iter().map(|&x| f16::from_f32(x)).collect(),
+                    keys.iter().map(|&x| f16::from_f32(x)).collect(),
+                );
+                let (qb, kb): (Vec<bf16>, Vec<bf16>) = (
+                    q.iter().map(|&x| bf16::from_f32(x)).collect(),
+                    keys.iter().map(|&x| bf16::from_f32(x)).collect(),
+                );
+                let wide_h = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+                let wide_b = |x: &[bf16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+                let mut sh = vec![0.0f32; n];
+                be.dot_keys_f16(&qh, &kh, stride, 0.5, &mut sh).unwrap();
+                let mut sb = vec![0.0f32; n];
+                be.dot_keys_bf16(&qb, &kb, stride, 0.5, &mut sb).unwrap();
+                let mut acc_h = acc0.clone();
+                be.pv_row_f16(&p, &kh, stride, &mut acc_h).unwrap();
+                let mut acc_b = acc0.clone();
+                be.pv_row_bf16(&p, &kb, stride, &mut acc_b).unwrap();
+                for (got_s, got_acc, (qw, kw), ty) in [
+                    (&sh, &acc_h, (wide_h(&qh), wide_h(&kh)), "f16"),
+                    (&sb, &acc_b, (wide_b(&qb), wide_b(&kb)), "bf16"),
+                ] {
+                    for (j, &sj) in got_s.iter().enumerate() {
+                        let key = &kw[j * stride..][..d];
+                        let exact: f64 =
+                            qw.iter().zip(key).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let abs: f64 = qw
+                            .iter()
+                            .zip(key)
+                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                            .sum();
+                        let bound = 0.5 * sum_bound(d, abs) + U;
+                        assert_within(sj, 0.5 * exact, bound, &format!("dot_keys {ty} {what}"));
+                    }
+                    for c in 0..d {
+                        let terms = (0..n).map(|j| p[j] as f64 * kw[j * stride + c] as f64);
+                        let exact = acc0[c] as f64 + terms.clone().sum::<f64>();
+                        let abs = acc0[c].abs() as f64 + terms.map(f64::abs).sum::<f64>();
+                        let bound = ((n + 2) as f64) * U * abs + 1e-30;
+                        assert_within(got_acc[c], exact, bound, &format!("pv_row {ty} {what}"));
+                    }
+                }
                 // A slice one element short is an error, not a read past the end.
                 if n > 0 {
                     let short = &keys[..(n - 1) * stride + d - 1.min(d)];

@@ -26,6 +26,9 @@ mod simd;
 // Int8 primitives, backend chosen at compile time (Cortex-M DSP / Helium): see `int8.rs`.
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
 mod cortex_m_dsp;
+// f32 dot products and weighted rows with VLDM/VMLA on hard-float Cortex-M (compile time).
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod cortex_m_fpu;
 mod int8;
 #[cfg(all(target_arch = "arm", arm_mve))]
 mod mve;
@@ -69,7 +72,11 @@ pub(crate) struct Table {
     max: unsafe fn(&[f32]) -> f32,
     exp_sum: unsafe fn(&mut [f32], f32) -> f32,
     dot_keys: unsafe fn(&[f32], &[f32], usize, f32, &mut [f32]),
+    dot_keys_f16: unsafe fn(&[f16], &[f16], usize, f32, &mut [f32]),
+    dot_keys_bf16: unsafe fn(&[bf16], &[bf16], usize, f32, &mut [f32]),
     pv_row: unsafe fn(&[f32], &[f32], usize, &mut [f32]),
+    pv_row_f16: unsafe fn(&[f32], &[f16], usize, &mut [f32]),
+    pv_row_bf16: unsafe fn(&[f32], &[bf16], usize, &mut [f32]),
     qk_block: unsafe fn(&[f32], usize, &[f32], usize, f32, &mut [f32]) -> bool,
     softmax_block: unsafe fn(
         &mut [f32],
@@ -101,7 +108,11 @@ static SCALAR: Table = Table {
     max: scalar::max,
     exp_sum: scalar::exp_sum,
     dot_keys: scalar::dot_keys,
+    dot_keys_f16: scalar::dot_keys_f16,
+    dot_keys_bf16: scalar::dot_keys_bf16,
     pv_row: scalar::pv_row,
+    pv_row_f16: scalar::pv_row_f16,
+    pv_row_bf16: scalar::pv_row_bf16,
     qk_block: scalar::qk_block,
     softmax_block: scalar::softmax_block,
     pv_block: scalar::pv_block,
@@ -118,6 +129,8 @@ enum Id {
     Avx512 = 3,
     #[cfg(target_arch = "aarch64")]
     Neon = 4,
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    CortexMFpu = 5,
 }
 
 const ALL: &[Id] = &[
@@ -128,6 +141,8 @@ const ALL: &[Id] = &[
     Id::Avx512,
     #[cfg(target_arch = "aarch64")]
     Id::Neon,
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    Id::CortexMFpu,
 ];
 
 impl Id {
@@ -140,6 +155,8 @@ impl Id {
             Id::Avx512 => &x86::avx512::TABLE,
             #[cfg(target_arch = "aarch64")]
             Id::Neon => &aarch64::neon::TABLE,
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+            Id::CortexMFpu => &cortex_m_fpu::TABLE,
         }
     }
 
@@ -154,6 +171,9 @@ impl Id {
             Id::Avx512 => x86::has_avx512(),
             #[cfg(target_arch = "aarch64")]
             Id::Neon => aarch64::has_neon(),
+            // The hard-float ABI implies the FPU.
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+            Id::CortexMFpu => true,
         }
     }
 }
@@ -350,6 +370,68 @@ impl Backend {
         rows_fit(v.len(), p.len(), v_stride, acc.len())?;
         // SAFETY: see the impl; `v` holds `p.len()` rows.
         unsafe { (self.table.pv_row)(p, v, v_stride, acc) };
+        Ok(())
+    }
+
+    /// [`Backend::dot_keys`] of f16 vectors.
+    #[inline]
+    pub fn dot_keys_f16(
+        self,
+        q: &[f16],
+        keys: &[f16],
+        key_stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        rows_fit(keys.len(), out.len(), key_stride, q.len())?;
+        // SAFETY: see the impl; `keys` holds `out.len()` keys.
+        unsafe { (self.table.dot_keys_f16)(q, keys, key_stride, scale, out) };
+        Ok(())
+    }
+
+    /// [`Backend::dot_keys`] of bf16 vectors.
+    #[inline]
+    pub fn dot_keys_bf16(
+        self,
+        q: &[bf16],
+        keys: &[bf16],
+        key_stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        rows_fit(keys.len(), out.len(), key_stride, q.len())?;
+        // SAFETY: see the impl; `keys` holds `out.len()` keys.
+        unsafe { (self.table.dot_keys_bf16)(q, keys, key_stride, scale, out) };
+        Ok(())
+    }
+
+    /// [`Backend::pv_row`] with the value rows stored as f16.
+    #[inline]
+    pub fn pv_row_f16(
+        self,
+        p: &[f32],
+        v: &[f16],
+        v_stride: usize,
+        acc: &mut [f32],
+    ) -> Result<(), Error> {
+        rows_fit(v.len(), p.len(), v_stride, acc.len())?;
+        // SAFETY: see the impl; `v` holds `p.len()` rows.
+        unsafe { (self.table.pv_row_f16)(p, v, v_stride, acc) };
+        Ok(())
+    }
+
+    /// [`Backend::pv_row`] with the value rows stored as bf16.
+    #[inline]
+    pub fn pv_row_bf16(
+        self,
+        p: &[f32],
+        v: &[bf16],
+        v_stride: usize,
+        acc: &mut [f32],
+    ) -> Result<(), Error> {
+        rows_fit(v.len(), p.len(), v_stride, acc.len())?;
+        // SAFETY: see the impl; `v` holds `p.len()` rows.
+        unsafe { (self.table.pv_row_bf16)(p, v, v_stride, acc) };
         Ok(())
     }
 

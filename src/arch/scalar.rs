@@ -157,6 +157,22 @@ pub(crate) fn exp_sum(x: &mut [f32], shift: f32) -> f32 {
     sum
 }
 
+/// `s[j] = scale · q·k_j`, key `j` at `k[j·ks..][..q.len()]`, widened by `widen`.
+fn dot_keys_by<T: Copy>(
+    q: &[T],
+    k: &[T],
+    ks: usize,
+    scale: f32,
+    s: &mut [f32],
+    widen: impl Fn(T) -> f32,
+) {
+    for (j, sj) in s.iter_mut().enumerate() {
+        if let Some(key) = k.get(j * ks..j * ks + q.len()) {
+            *sj = scale * dot_by(q, key, &widen);
+        }
+    }
+}
+
 /// `s[j] = scale · q·k_j`, key `j` at `k[j·ks..][..q.len()]`.
 pub(crate) fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &mut [f32]) {
     for (j, sj) in s.iter_mut().enumerate() {
@@ -166,11 +182,39 @@ pub(crate) fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &mut [f32
     }
 }
 
+/// [`dot_keys`] of f16 vectors.
+pub(crate) fn dot_keys_f16(q: &[f16], k: &[f16], ks: usize, scale: f32, s: &mut [f32]) {
+    dot_keys_by(q, k, ks, scale, s, f16::to_f32)
+}
+
+/// [`dot_keys`] of bf16 vectors.
+pub(crate) fn dot_keys_bf16(q: &[bf16], k: &[bf16], ks: usize, scale: f32, s: &mut [f32]) {
+    dot_keys_by(q, k, ks, scale, s, bf16::to_f32)
+}
+
 /// `acc += Σ_j p[j] · v[j·vs..][..acc.len()]`.
 pub(crate) fn pv_row(p: &[f32], v: &[f32], vs: usize, acc: &mut [f32]) {
     for (j, &w) in p.iter().enumerate() {
         if let Some(row) = v.get(j * vs..j * vs + acc.len()) {
             axpy(w, row, acc);
+        }
+    }
+}
+
+/// [`pv_row`] with f16 value rows.
+pub(crate) fn pv_row_f16(p: &[f32], v: &[f16], vs: usize, acc: &mut [f32]) {
+    for (j, &w) in p.iter().enumerate() {
+        if let Some(row) = v.get(j * vs..j * vs + acc.len()) {
+            axpy_f16(w, row, acc);
+        }
+    }
+}
+
+/// [`pv_row`] with bf16 value rows.
+pub(crate) fn pv_row_bf16(p: &[f32], v: &[bf16], vs: usize, acc: &mut [f32]) {
+    for (j, &w) in p.iter().enumerate() {
+        if let Some(row) = v.get(j * vs..j * vs + acc.len()) {
+            axpy_bf16(w, row, acc);
         }
     }
 }

@@ -377,19 +377,19 @@ pub(super) unsafe fn exp_sum<V: Vector>(x: &mut [f32], shift: f32) -> f32 {
 /// features (returned with the number of features covered).
 /// Caller: `q` has `d` elements, every key `d` elements.
 #[inline(always)]
-unsafe fn dot_keys_acc<V: Vector, const N: usize>(
-    q: *const f32,
+unsafe fn dot_keys_acc<V: Vector, T: Lane, const N: usize>(
+    q: *const T,
     d: usize,
-    k: *const f32,
+    k: *const T,
     ks: usize,
 ) -> ([V; N], usize) {
     let l = V::LANES;
     let mut acc = [V::splat(0.0); N];
     let mut c = 0;
     while c + l <= d {
-        let qv = V::load(q.add(c));
+        let qv = T::load::<V>(q.add(c));
         for (u, acc_u) in acc.iter_mut().enumerate() {
-            *acc_u = qv.mul_add(V::load(k.add(u * ks + c)), *acc_u);
+            *acc_u = qv.mul_add(T::load::<V>(k.add(u * ks + c)), *acc_u);
         }
         c += l;
     }
@@ -399,11 +399,11 @@ unsafe fn dot_keys_acc<V: Vector, const N: usize>(
 /// `out[u] = scale · (sums[u] + q[c..d]·k_u[c..d])`: the scalar tail of `dot_keys`.
 /// Caller: as `dot_keys_acc`, `out` writable for `sums.len()`.
 #[inline(always)]
-unsafe fn dot_keys_finish(
+unsafe fn dot_keys_finish<T: Lane>(
     sums: &[f32],
-    q: *const f32,
+    q: *const T,
     (c, d): (usize, usize),
-    k: *const f32,
+    k: *const T,
     ks: usize,
     scale: f32,
     out: *mut f32,
@@ -411,7 +411,7 @@ unsafe fn dot_keys_finish(
     for (u, &partial) in sums.iter().enumerate() {
         let mut sum = partial;
         for cc in c..d {
-            sum += *q.add(cc) * *k.add(u * ks + cc);
+            sum += (*q.add(cc)).widen() * (*k.add(u * ks + cc)).widen();
         }
         *out.add(u) = scale * sum;
     }
@@ -421,9 +421,9 @@ unsafe fn dot_keys_finish(
 /// `q` (one accumulator per key, reduced together by `sum8`).
 /// Caller: `s.is_empty()` or `k.len() >= (s.len() - 1)·ks + q.len()`.
 #[inline(always)]
-pub(super) unsafe fn dot_keys<V: Vector>(
-    q: &[f32],
-    k: &[f32],
+pub(super) unsafe fn dot_keys<V: Vector, T: Lane>(
+    q: &[T],
+    k: &[T],
     ks: usize,
     scale: f32,
     s: &mut [f32],
@@ -433,7 +433,7 @@ pub(super) unsafe fn dot_keys<V: Vector>(
     let mut j = 0;
     while j + 8 <= n {
         let kj = pk.add(j * ks);
-        let (acc, c) = dot_keys_acc::<V, 8>(pq, d, kj, ks);
+        let (acc, c) = dot_keys_acc::<V, T, 8>(pq, d, kj, ks);
         let mut sums = [0.0f32; 8];
         V::sum8(&acc, sums.as_mut_ptr());
         dot_keys_finish(&sums, pq, (c, d), kj, ks, scale, ps.add(j));
@@ -441,7 +441,7 @@ pub(super) unsafe fn dot_keys<V: Vector>(
     }
     while j < n {
         let kj = pk.add(j * ks);
-        let (acc, c) = dot_keys_acc::<V, 1>(pq, d, kj, ks);
+        let (acc, c) = dot_keys_acc::<V, T, 1>(pq, d, kj, ks);
         dot_keys_finish(&[acc[0].sum()], pq, (c, d), kj, ks, scale, ps.add(j));
         j += 1;
     }
@@ -453,10 +453,10 @@ pub(super) unsafe fn dot_keys<V: Vector>(
 /// Caller: `n` weights at `p`, `n` rows at `v + j·vs` readable for `C·LANES` elements, `acc`
 /// writable for `C·LANES`.
 #[inline(always)]
-unsafe fn pv_row_cols<V: Vector, const C: usize, const K: usize>(
+unsafe fn pv_row_cols<V: Vector, T: Lane, const C: usize, const K: usize>(
     p: *const f32,
     n: usize,
-    v: *const f32,
+    v: *const T,
     vs: usize,
     acc: *mut f32,
 ) {
@@ -471,7 +471,7 @@ unsafe fn pv_row_cols<V: Vector, const C: usize, const K: usize>(
             let w = V::splat(*p.add(j + i));
             let row = v.add((j + i) * vs);
             for (u, a_u) in a_i.iter_mut().enumerate() {
-                *a_u = w.mul_add(V::load(row.add(u * l)), *a_u);
+                *a_u = w.mul_add(T::load::<V>(row.add(u * l)), *a_u);
             }
         }
         j += K;
@@ -480,7 +480,7 @@ unsafe fn pv_row_cols<V: Vector, const C: usize, const K: usize>(
         let w = V::splat(*p.add(j));
         let row = v.add(j * vs);
         for (u, a_u) in a[0].iter_mut().enumerate() {
-            *a_u = w.mul_add(V::load(row.add(u * l)), *a_u);
+            *a_u = w.mul_add(T::load::<V>(row.add(u * l)), *a_u);
         }
         j += 1;
     }
@@ -496,25 +496,25 @@ unsafe fn pv_row_cols<V: Vector, const C: usize, const K: usize>(
 /// `acc += Σ_j p[j] · v[j·vs..][..acc.len()]`.
 /// Caller: `p.is_empty()` or `v.len() >= (p.len() - 1)·vs + acc.len()`.
 #[inline(always)]
-pub(super) unsafe fn pv_row<V: Vector>(p: &[f32], v: &[f32], vs: usize, acc: &mut [f32]) {
+pub(super) unsafe fn pv_row<V: Vector, T: Lane>(p: &[f32], v: &[T], vs: usize, acc: &mut [f32]) {
     let (n, dv, l) = (p.len(), acc.len(), V::LANES);
     let (pp, pv, pa) = (p.as_ptr(), v.as_ptr(), acc.as_mut_ptr());
     let mut c = 0;
     while c + 8 * l <= dv {
-        pv_row_cols::<V, 8, 1>(pp, n, pv.add(c), vs, pa.add(c));
+        pv_row_cols::<V, T, 8, 1>(pp, n, pv.add(c), vs, pa.add(c));
         c += 8 * l;
     }
     if c + 4 * l <= dv {
-        pv_row_cols::<V, 4, 2>(pp, n, pv.add(c), vs, pa.add(c));
+        pv_row_cols::<V, T, 4, 2>(pp, n, pv.add(c), vs, pa.add(c));
         c += 4 * l;
     }
     while c + l <= dv {
-        pv_row_cols::<V, 1, 4>(pp, n, pv.add(c), vs, pa.add(c));
+        pv_row_cols::<V, T, 1, 4>(pp, n, pv.add(c), vs, pa.add(c));
         c += l;
     }
     for (cc, a) in acc.iter_mut().enumerate().skip(c) {
         for (j, &w) in p.iter().enumerate() {
-            *a += w * *pv.add(j * vs + cc);
+            *a += w * (*pv.add(j * vs + cc)).widen();
         }
     }
 }
@@ -792,11 +792,27 @@ macro_rules! simd_backend {
         }
         #[target_feature(enable = $features)]
         unsafe fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &mut [f32]) {
-            simd::dot_keys::<$v>(q, k, ks, scale, s)
+            simd::dot_keys::<$v, f32>(q, k, ks, scale, s)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn dot_keys_f16(q: &[f16], k: &[f16], ks: usize, scale: f32, s: &mut [f32]) {
+            simd::dot_keys::<$v, f16>(q, k, ks, scale, s)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn dot_keys_bf16(q: &[bf16], k: &[bf16], ks: usize, scale: f32, s: &mut [f32]) {
+            simd::dot_keys::<$v, bf16>(q, k, ks, scale, s)
         }
         #[target_feature(enable = $features)]
         unsafe fn pv_row(p: &[f32], v: &[f32], vs: usize, acc: &mut [f32]) {
-            simd::pv_row::<$v>(p, v, vs, acc)
+            simd::pv_row::<$v, f32>(p, v, vs, acc)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn pv_row_f16(p: &[f32], v: &[f16], vs: usize, acc: &mut [f32]) {
+            simd::pv_row::<$v, f16>(p, v, vs, acc)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn pv_row_bf16(p: &[f32], v: &[bf16], vs: usize, acc: &mut [f32]) {
+            simd::pv_row::<$v, bf16>(p, v, vs, acc)
         }
         #[target_feature(enable = $features)]
         unsafe fn qk_block(
@@ -855,7 +871,11 @@ macro_rules! simd_backend {
             max,
             exp_sum,
             dot_keys,
+            dot_keys_f16,
+            dot_keys_bf16,
             pv_row,
+            pv_row_f16,
+            pv_row_bf16,
             qk_block,
             softmax_block,
             pv_block,

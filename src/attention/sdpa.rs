@@ -8,8 +8,8 @@
 //! - **per row** (every case): each query row walks only its allowed key ranges in tiles of
 //!   64 keys (32 on microcontrollers): the tile's logits live on the stack, the softmax is
 //!   online, and the output row is the accumulator. No scratch, no score matrix: memory is
-//!   O(tile) per call whatever the lengths. The dot score of f32 keys is computed a tile at a
-//!   time ([`arch::Backend::dot_keys`]) and the exponentials a vector at a time.
+//!   O(tile) per call whatever the lengths. The dot score is computed a tile at a time
+//!   ([`Element::dot_keys`]) and the exponentials a vector at a time.
 //! - **blocked** (x86_64 and aarch64 hosts, `Score::Dot`, `d` and `dv` at most 128, at least
 //!   [`BLOCKED_MIN_ROWS`] query rows): blocks of [`arch::BLOCK_ROWS`] query rows against tiles
 //!   of keys, so Q·Kᵀ and P·V run as register-blocked micro-kernels with the online softmax
@@ -371,8 +371,6 @@ fn attend_row<E: Element>(
     acc.fill(0.0);
     let position = params.mask.position(row);
     let q_norm = params.score.query_norm(q_row);
-    // f32 dot scores are computed a tile at a time (several keys per pass over q).
-    let q_f32 = E::as_f32(q_row).filter(|_| params.score == Score::Dot);
     let mut softmax = RowSoftmax::new();
     let mut logits = [0.0f32; ROW_TILE];
     for run in params.mask.row(row, lk) {
@@ -381,10 +379,8 @@ fn attend_row<E: Element>(
             let end = run.end.min(start + ROW_TILE);
             let tile = &mut logits[..end - start];
             let k_tile = &k_h[start * d..end * d];
-            let batched = match (q_f32, E::as_f32(k_tile)) {
-                (Some(q32), Some(k32)) => backend.dot_keys(q32, k32, d, scale, tile).is_ok(),
-                _ => false,
-            };
+            // Dot scores a tile at a time (several keys per pass over q).
+            let batched = params.score == Score::Dot && E::dot_keys(q_row, k_tile, d, scale, tile);
             // Finite batched logits without a bias are final (saturating changes nothing).
             let done = batched
                 && params.bias == Bias::None
@@ -408,11 +404,7 @@ fn attend_row<E: Element>(
                 backend.scale(acc, rescale);
             }
             let v_tile = &v_h[start * dv..end * dv];
-            let done = match E::as_f32(v_tile) {
-                Some(v32) => backend.pv_row(tile, v32, dv, acc).is_ok(),
-                None => false,
-            };
-            if !done {
+            if !E::pv_row(tile, v_tile, dv, acc) {
                 for (&w, v_row) in tile.iter().zip(v_tile.chunks_exact(dv)) {
                     E::axpy(w, v_row, acc);
                 }
