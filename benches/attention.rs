@@ -558,7 +558,7 @@ fn summary(peak: f64, peak_avx2: Option<f64>, bandwidth: f64) {
     if let Some(t) = best(&format!("f32 {best_name} {}", decode.name)) {
         let gbs = decode.kv_bytes(4) / t / 1e9;
         println!(
-            "\nDecode {}: {gbs:.1} GB/s of f32 K+V ({:.0}% of the measured read bandwidth); \
+            "\n{}: {gbs:.1} GB/s of f32 K+V ({:.0}% of the measured read bandwidth); \
              f16 {}.",
             decode.name,
             100.0 * gbs / bandwidth,
