@@ -300,7 +300,7 @@ fn next_run(term: &MaskTerm<'_>, p: i64, from: usize, lk: usize) -> Option<Range
                 .filter(|&kb| kb >= from_block)
                 .min();
             if let Some(kb) = extra {
-                if best.map_or(true, |(first, _)| kb < first) {
+                if best.is_none_or(|(first, _)| kb < first) {
                     best = Some((kb, kb));
                 }
             }
