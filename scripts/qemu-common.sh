@@ -44,7 +44,7 @@ build_firmware() {
     mkdir -p "$ELF_DIR" "$LOG_DIR"
     local flags=""
     [ -z "$TARGET_CPU" ] || flags="-C target-cpu=$TARGET_CPU"
-    (cd "$targets" && RUSTFLAGS="$flags" cargo build --quiet --release --target "$TARGET" \
+    (cd "$targets" && RUSTFLAGS="$flags" cargo build --quiet --release --target "$TARGET" -p microattn-firmware \
         --features "$machine" --bins) || return 1
     local bin
     for bin in conformance bench demo; do

@@ -153,35 +153,40 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
     if out.is_empty() {
         return;
     }
-    let d = q.len();
-    let body = d & !3;
     out.fill(0);
+    // Written with iterators and patterns rather than indexing, so no bounds-check panic
+    // survives (targets/no-panic).
+    let q_tail = q.chunks_exact(4).remainder();
+    let body = q.len() - q_tail.len();
     let mut pairs = [0u32; Q_CHUNK / 2];
-    let mut at = 0;
-    while at < body {
-        let len = (body - at).min(Q_CHUNK);
-        unpack_query(&q[at..at + len], &mut pairs);
-        let words = len / 4;
-        let base = keys.as_ptr().add(at);
+    for (chunk, q_chunk) in q.chunks(Q_CHUNK).enumerate() {
+        let words = q_chunk.len() / 4;
+        if words == 0 {
+            break;
+        }
+        unpack_query(q_chunk, &mut pairs);
+        let base = keys.as_ptr().add(chunk * Q_CHUNK);
+        let mut outs = out.chunks_exact_mut(2);
         let mut j = 0;
-        while j + 2 <= out.len() {
-            let k0 = base.add(j * stride);
-            let (s0, s1) = dot2(pairs.as_ptr(), k0, k0.add(stride), words);
-            out[j] = out[j].wrapping_add(s0);
-            out[j + 1] = out[j + 1].wrapping_add(s1);
+        for two in &mut outs {
+            if let [o0, o1] = two {
+                let k0 = base.add(j * stride);
+                let (s0, s1) = dot2(pairs.as_ptr(), k0, k0.add(stride), words);
+                *o0 = o0.wrapping_add(s0);
+                *o1 = o1.wrapping_add(s1);
+            }
             j += 2;
         }
-        if j < out.len() {
-            let s = dot1(pairs.as_ptr(), base.add(j * stride), words);
-            out[j] = out[j].wrapping_add(s);
+        if let [o] = outs.into_remainder() {
+            *o = o.wrapping_add(dot1(pairs.as_ptr(), base.add(j * stride), words));
         }
-        at += len;
     }
-    if body < d {
+    if !q_tail.is_empty() {
         // The last 1 to 3 bytes.
         for (j, o) in out.iter_mut().enumerate() {
-            let tail = core::slice::from_raw_parts(keys.as_ptr().add(j * stride + body), d - body);
-            *o = o.wrapping_add(scalar::dot_i8(&q[body..], tail));
+            let tail =
+                core::slice::from_raw_parts(keys.as_ptr().add(j * stride + body), q_tail.len());
+            *o = o.wrapping_add(scalar::dot_i8(q_tail, tail));
         }
     }
 }
@@ -200,28 +205,25 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
         scalar::pv_i8(w, v, stride, acc);
         return;
     }
+    let mut rows = w.chunks_exact(2);
     let mut j = 0;
-    while j + 2 <= w.len() {
-        let row = v.as_ptr().add(j * stride);
-        pv2(
-            w[j] << 8,
-            w[j + 1] << 8,
-            row,
-            stride,
-            acc.as_mut_ptr(),
-            body / 4,
-        );
+    for two in &mut rows {
+        if let [w0, w1] = two {
+            let row = v.as_ptr().add(j * stride);
+            pv2(w0 << 8, w1 << 8, row, stride, acc.as_mut_ptr(), body / 4);
+        }
         j += 2;
     }
-    if j < w.len() {
+    if let [w0] = rows.remainder() {
         // One row left: a second weight of 0 adds nothing (and reads row j again).
         let row = v.as_ptr().add(j * stride);
-        pv2(w[j] << 8, 0, row, 0, acc.as_mut_ptr(), body / 4);
+        pv2(w0 << 8, 0, row, 0, acc.as_mut_ptr(), body / 4);
     }
-    if body < cols {
+    let tail = acc.chunks_exact_mut(4).into_remainder();
+    if !tail.is_empty() {
         for (j, &wj) in w.iter().enumerate() {
-            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + body), cols - body);
-            for (a, &x) in acc[body..].iter_mut().zip(row) {
+            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + body), tail.len());
+            for (a, &x) in tail.iter_mut().zip(row) {
                 *a = a.wrapping_add(wj.wrapping_mul(x as i32));
             }
         }

@@ -25,51 +25,57 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
     let chunks = d / 16;
     let body = chunks * 16;
     let base = keys.as_ptr();
+    if chunks == 0 {
+        out.fill(0);
+    }
+    // Iterators and patterns rather than indexing: no bounds-check panic survives.
+    let mut fours = out.chunks_exact_mut(4);
     let mut j = 0;
-    if chunks > 0 {
-        while j + 4 <= out.len() {
-            let k0 = base.add(j * stride);
-            let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-            // VMLADAVA needs even-numbered accumulator registers.
-            asm!(
-                "dls lr, {n}",
-                "2:",
-                "vldrb.u8 q0, [{qp}], #16",
-                "vldrb.u8 q1, [{k0}], #16",
-                "vmladava.s8 r0, q0, q1",
-                "vldrb.u8 q2, [{k1}], #16",
-                "vmladava.s8 r2, q0, q2",
-                "vldrb.u8 q1, [{k2}], #16",
-                "vmladava.s8 r4, q0, q1",
-                "vldrb.u8 q2, [{k3}], #16",
-                "vmladava.s8 r8, q0, q2",
-                "le lr, 2b",
-                n = in(reg) chunks,
-                qp = inout(reg) q.as_ptr() => _,
-                k0 = inout(reg) k0 => _,
-                k1 = inout(reg) k0.add(stride) => _,
-                k2 = inout(reg) k0.add(2 * stride) => _,
-                k3 = inout(reg) k0.add(3 * stride) => _,
-                inout("r0") a0,
-                inout("r2") a1,
-                inout("r4") a2,
-                inout("r8") a3,
-                out("lr") _,
-                out("d0") _,
-                out("d1") _,
-                out("d2") _,
-                out("d3") _,
-                out("d4") _,
-                out("d5") _,
-                options(nostack, readonly),
-            );
-            out[j] = a0;
-            out[j + 1] = a1;
-            out[j + 2] = a2;
-            out[j + 3] = a3;
-            j += 4;
+    for four in &mut fours {
+        let [o0, o1, o2, o3] = four else { continue };
+        if chunks == 0 {
+            break;
         }
-        while j < out.len() {
+        let k0 = base.add(j * stride);
+        let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+        // VMLADAVA needs even-numbered accumulator registers.
+        asm!(
+            "dls lr, {n}",
+            "2:",
+            "vldrb.u8 q0, [{qp}], #16",
+            "vldrb.u8 q1, [{k0}], #16",
+            "vmladava.s8 r0, q0, q1",
+            "vldrb.u8 q2, [{k1}], #16",
+            "vmladava.s8 r2, q0, q2",
+            "vldrb.u8 q1, [{k2}], #16",
+            "vmladava.s8 r4, q0, q1",
+            "vldrb.u8 q2, [{k3}], #16",
+            "vmladava.s8 r8, q0, q2",
+            "le lr, 2b",
+            n = in(reg) chunks,
+            qp = inout(reg) q.as_ptr() => _,
+            k0 = inout(reg) k0 => _,
+            k1 = inout(reg) k0.add(stride) => _,
+            k2 = inout(reg) k0.add(2 * stride) => _,
+            k3 = inout(reg) k0.add(3 * stride) => _,
+            inout("r0") a0,
+            inout("r2") a1,
+            inout("r4") a2,
+            inout("r8") a3,
+            out("lr") _,
+            out("d0") _,
+            out("d1") _,
+            out("d2") _,
+            out("d3") _,
+            out("d4") _,
+            out("d5") _,
+            options(nostack, readonly),
+        );
+        (*o0, *o1, *o2, *o3) = (a0, a1, a2, a3);
+        j += 4;
+    }
+    if chunks > 0 {
+        for o in fours.into_remainder() {
             let mut a = 0i32;
             asm!(
                 "dls lr, {n}",
@@ -89,16 +95,15 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
                 out("d3") _,
                 options(nostack, readonly),
             );
-            out[j] = a;
+            *o = a;
             j += 1;
         }
-    } else {
-        out.fill(0);
     }
-    if body < d {
+    let q_tail = q.get(body..).unwrap_or(&[]);
+    if !q_tail.is_empty() {
         for (j, o) in out.iter_mut().enumerate() {
-            let tail = core::slice::from_raw_parts(base.add(j * stride + body), d - body);
-            *o = o.wrapping_add(scalar::dot_i8(&q[body..], tail));
+            let tail = core::slice::from_raw_parts(base.add(j * stride + body), q_tail.len());
+            *o = o.wrapping_add(scalar::dot_i8(q_tail, tail));
         }
     }
 }
@@ -166,10 +171,11 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
         );
         c += 16;
     }
-    if body < cols {
+    let tail = acc.chunks_exact_mut(16).into_remainder();
+    if !tail.is_empty() {
         for (j, &wj) in w.iter().enumerate() {
-            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + body), cols - body);
-            for (a, &x) in acc[body..].iter_mut().zip(row) {
+            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + body), tail.len());
+            for (a, &x) in tail.iter_mut().zip(row) {
                 *a = a.wrapping_add(wj.wrapping_mul(x as i32));
             }
         }

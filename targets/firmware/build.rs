@@ -202,6 +202,11 @@ struct Embedded {
     outputs: usize,
     dv: usize,
     scratch: usize,
+    /// Elements of the int8 copies (inputs, output) and integer bias storage, when the case
+    /// also runs in i8.
+    i8_inputs: usize,
+    i8_outputs: usize,
+    i8_bias: usize,
 }
 
 fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
@@ -215,6 +220,7 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
     let mut cases = String::new();
     let mut skipped = String::new();
     let (mut flash, mut max_in, mut max_out, mut max_dv) = (0usize, 0usize, 0usize, 1usize);
+    let (mut max_in_i8, mut max_out_i8, mut max_bias_i8) = (1usize, 1usize, 1usize);
     let mut max_scratch = 1usize;
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
@@ -256,6 +262,9 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
         flash += embedded.flash;
         max_in = max_in.max(embedded.inputs);
         max_out = max_out.max(embedded.outputs);
+        max_in_i8 = max_in_i8.max(embedded.i8_inputs);
+        max_out_i8 = max_out_i8.max(embedded.i8_outputs);
+        max_bias_i8 = max_bias_i8.max(embedded.i8_bias);
         max_dv = max_dv.max(embedded.dv);
         max_scratch = max_scratch.max(embedded.scratch);
         cases.push_str(&embedded.source);
@@ -266,7 +275,10 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
          /// Largest q+k+v element count of an embedded case.\npub const MAX_INPUT: usize = {};\n\
          /// Largest output element count.\npub const MAX_OUTPUT: usize = {};\n\
          /// Largest value width (f16 scratch row).\npub const MAX_DV: usize = {max_dv};\n\
-         /// Largest f32 scratch of an embedded case.\npub const MAX_SCRATCH: usize = {};\n",
+         /// Largest f32 scratch of an embedded case.\npub const MAX_SCRATCH: usize = {};\n\
+         /// Largest q+k+v element count of a case run in i8.\npub const MAX_INPUT_I8: usize = {max_in_i8};\n\
+         /// Largest output of a case run in i8.\npub const MAX_OUTPUT_I8: usize = {max_out_i8};\n\
+         /// Largest integer bias storage of a case run in i8.\npub const MAX_BIAS_I8: usize = {max_bias_i8};\n",
         max_in.max(1),
         max_out.max(1),
         max_scratch.max(max_dv),
@@ -443,6 +455,14 @@ fn sdpa_case(case: &Value) -> Result<Embedded, String> {
     };
     let mask = mask_terms(&params["mask"])?;
     let offset = params["q_pos_offset"].as_i64().unwrap_or(0);
+    let bias_len = match params["bias"]["kind"].as_str() {
+        Some("alibi") => params["bias"]["slopes"].as_array().map_or(0, Vec::len),
+        Some("t5") => params["bias"]["table"].as_array().map_or(0, |rows| {
+            rows.iter().filter_map(Value::as_array).map(Vec::len).sum()
+        }),
+        _ => 0,
+    };
+    let has_i8 = case["tolerance"]["i8"].is_f64();
     let bias = bias(&params["bias"])?;
     let tol = |t: &str| match case["tolerance"][t].as_f64() {
         Some(x) => format!("Some({x:?})"),
@@ -470,6 +490,9 @@ fn sdpa_case(case: &Value) -> Result<Embedded, String> {
         outputs: out.len(),
         dv,
         scratch: dv,
+        i8_inputs: if has_i8 { inputs } else { 0 },
+        i8_outputs: if has_i8 { out.len() } else { 0 },
+        i8_bias: if has_i8 { bias_len } else { 0 },
     })
 }
 
@@ -617,5 +640,8 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
         outputs: n_out,
         dv: 1,
         scratch,
+        i8_inputs: 0,
+        i8_outputs: 0,
+        i8_bias: 0,
     })
 }

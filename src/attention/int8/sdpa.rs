@@ -295,10 +295,13 @@ fn attend_row(
         while start < run.end {
             let end = run.end.min(start + TILE);
             let tile = &mut logits[..end - start];
-            let raw = &mut tile_i32[..end - start];
+            let raw = tile_i32.get_mut(..end - start).unwrap_or_default();
             match dot_logit {
                 // Keys start..end lie in k_h (shapes validated), so this cannot fail.
-                Some(m) if arch::dot_i8_keys(q_row, &k_h[start * d..], d, raw).is_ok() => {
+                Some(m)
+                    if arch::dot_i8_keys(q_row, k_h.get(start * d..).unwrap_or(&[]), d, raw)
+                        .is_ok() =>
+                {
                     for ((z, &s), j) in tile.iter_mut().zip(raw.iter()).zip(start..end) {
                         *z = m.mul_round(s) + params.bias.value(head, position, j);
                     }
@@ -324,8 +327,8 @@ fn attend_row(
             }
             for (chunk, acc_chunk) in acc.chunks_mut(PV_COLUMNS).enumerate() {
                 let mut part = [0i32; PV_COLUMNS];
-                let part = &mut part[..acc_chunk.len()];
-                let rows = &v_h[start * dv + chunk * PV_COLUMNS..];
+                let part = part.get_mut(..acc_chunk.len()).unwrap_or_default();
+                let rows = v_h.get(start * dv + chunk * PV_COLUMNS..).unwrap_or(&[]);
                 if arch::pv_i8(raw, rows, dv, part).is_ok() {
                     for (a, &p) in acc_chunk.iter_mut().zip(part.iter()) {
                         *a += p as i64;

@@ -237,6 +237,26 @@ pub fn stack_used() -> usize {
     top.saturating_sub(p)
 }
 
+extern "C" {
+    /// Top of the stack (cortex-m-rt's linker script).
+    static _stack_start: u32;
+}
+
+/// Bytes of stack used since reset (cortex-m-rt's `paint-stack` painted it with
+/// `0xcccccccc`): from the top of the stack down to the lowest overwritten word.
+pub fn stack_used_since_reset() -> usize {
+    let top = core::ptr::addr_of!(_stack_start) as usize;
+    let mut p = core::ptr::addr_of!(_stack_end) as usize;
+    while p < top {
+        // SAFETY: reading the stack region below the current frame (painted or used).
+        if unsafe { core::ptr::read_volatile(p as *const u32) } != PAINT {
+            break;
+        }
+        p += 4;
+    }
+    top.saturating_sub(p)
+}
+
 /// `n / d` with three decimals, written into `buf` (no float formatting on target).
 pub fn ratio_3(n: u64, d: u64, buf: &mut [u8; 24]) -> &str {
     let d = d.max(1);

@@ -161,11 +161,12 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
 
-pub use generated::{CASES, MAX_DV, MAX_INPUT, MAX_OUTPUT, MAX_SCRATCH, SKIPPED};
+pub use generated::{
+    CASES, MAX_BIAS_I8, MAX_DV, MAX_INPUT, MAX_INPUT_I8, MAX_OUTPUT, MAX_OUTPUT_I8, MAX_SCRATCH,
+    SKIPPED,
+};
 
-/// Integer bias storage of an i8 case (ALiBi slopes or a T5 table).
-const MAX_BIAS: usize = 256;
-/// T5 bucket thresholds of an i8 case.
+/// T5 bucket thresholds of an i8 case (`Int8Bias::t5_threshold_count`: under half the buckets).
 const MAX_THRESHOLDS: usize = 64;
 
 /// Working memory for the typed runs, sized by the generator for this machine's cases.
@@ -174,10 +175,10 @@ pub struct Buffers {
     out_f32: [f32; MAX_OUTPUT],
     out_f16: [f16; MAX_OUTPUT],
     scratch: [f32; MAX_SCRATCH],
-    input_i8: [i8; MAX_INPUT],
-    out_i8: [i8; MAX_OUTPUT],
+    input_i8: [i8; MAX_INPUT_I8],
+    out_i8: [i8; MAX_OUTPUT_I8],
     scratch_i64: [i64; MAX_DV],
-    bias_i32: [i32; MAX_BIAS],
+    bias_i32: [i32; MAX_BIAS_I8],
     thresholds: [u32; MAX_THRESHOLDS],
 }
 
@@ -189,10 +190,10 @@ impl Buffers {
             out_f32: [0.0; MAX_OUTPUT],
             out_f16: [f16::ZERO; MAX_OUTPUT],
             scratch: [0.0; MAX_SCRATCH],
-            input_i8: [0; MAX_INPUT],
-            out_i8: [0; MAX_OUTPUT],
+            input_i8: [0; MAX_INPUT_I8],
+            out_i8: [0; MAX_OUTPUT_I8],
             scratch_i64: [0; MAX_DV],
-            bias_i32: [0; MAX_BIAS],
+            bias_i32: [0; MAX_BIAS_I8],
             thresholds: [0; MAX_THRESHOLDS],
         }
     }
@@ -310,6 +311,11 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
     for (name, reason) in SKIPPED {
         println!("skip {=str} {=str}", name, reason);
     }
+    println!(
+        "stack high_water {=usize} of {=usize} bytes",
+        crate::bench::stack_used_since_reset(),
+        stack_size()
+    );
     println!("done {=usize}", lines);
     lines
 }
@@ -376,6 +382,16 @@ fn run_sdpa_i8(c: &SdpaCase, b: &mut Buffers) -> Result<(f64, u32), Error> {
     }
     let err = libm::sqrt(diff) / libm::sqrt(norm).max(1e-12);
     Ok((err, fnv1a(out)))
+}
+
+/// Bytes between the end of the statics and the top of RAM (cortex-m-rt's linker symbols).
+fn stack_size() -> usize {
+    extern "C" {
+        static _stack_start: u32;
+        static _stack_end: u32;
+    }
+    let top = core::ptr::addr_of!(_stack_start) as usize;
+    top.saturating_sub(core::ptr::addr_of!(_stack_end) as usize)
 }
 
 fn to_f16(src: &[f32], dst: &mut [f16]) {
