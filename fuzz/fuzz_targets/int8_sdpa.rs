@@ -17,7 +17,7 @@ fn run(data: &[u8]) {
     let dims = Dims::generate(&mut input);
     let lens = dims.lengths().map(|n| input.len(n));
     let spec = SdpaSpec::generate(&mut input, dims.heads);
-    let mut scale = |input: &mut Input<'_>| -> f32 {
+    let scale = |input: &mut Input<'_>| -> f32 {
         if input.wild() && input.byte() < 64 {
             input.value()
         } else {
@@ -55,8 +55,8 @@ fn run(data: &[u8]) {
         exp.fail(Error::ShapeOverflow);
     }
     let big = match &spec.bias {
-        BiasSpec::Alibi(s) => s.iter().any(|x| !(x.abs() < 1400.0)),
-        BiasSpec::T5 { table, .. } => table.iter().any(|x| !(x.abs() < 1400.0)),
+        BiasSpec::Alibi(s) => s.iter().any(|x| x.is_nan() || x.abs() >= 1400.0),
+        BiasSpec::T5 { table, .. } => table.iter().any(|x| x.is_nan() || x.abs() >= 1400.0),
         BiasSpec::None => false,
     };
     if big {

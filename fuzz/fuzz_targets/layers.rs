@@ -40,7 +40,7 @@ fn norm(mut input: Input<'_>) {
 
     let mut exp = Expected::default();
     exp.check(dim == 0 || x_len == 0, Error::ZeroDimension);
-    if dim != 0 && x_len % dim != 0 {
+    if dim != 0 && !x_len.is_multiple_of(dim) {
         exp.fail(Error::LengthMismatch {
             expected: 0,
             found: 0,

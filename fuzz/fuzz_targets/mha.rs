@@ -61,7 +61,7 @@ fn run(data: &[u8]) {
             found: scratch_len,
         },
     );
-    let hd = if heads == 0 { 0 } else { e / heads };
+    let hd = e.checked_div(heads).unwrap_or(0);
     spec.expect(&mut exp, heads, hd);
 
     let weights = MhaWeights {

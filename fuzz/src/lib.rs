@@ -55,7 +55,7 @@ impl<'a> Input<'a> {
     /// The first byte chooses between tame and wild values.
     pub fn new(data: &'a [u8]) -> Self {
         let mut input = Input { data, wild: false };
-        input.wild = input.byte() % 4 == 0;
+        input.wild = input.byte().is_multiple_of(4);
         input
     }
 
@@ -549,11 +549,11 @@ pub fn attend_f64(keys: &[(f64, f64, &[f64])], dv: usize) -> RowReference {
     let mut delta = 0.0f64;
     for &(logit, err, v) in keys {
         let w = (logit - max).exp() / sum;
-        for c in 0..dv {
-            r.out[c] += w * v[c];
-            r.lo[c] = r.lo[c].min(v[c]);
-            r.hi[c] = r.hi[c].max(v[c]);
-            vmax = vmax.max(v[c].abs());
+        for (c, &vc) in v.iter().enumerate().take(dv) {
+            r.out[c] += w * vc;
+            r.lo[c] = r.lo[c].min(vc);
+            r.hi[c] = r.hi[c].max(vc);
+            vmax = vmax.max(vc.abs());
         }
         delta = delta.max(err);
     }
@@ -654,7 +654,7 @@ impl Dims {
         let all = [self.heads, self.kv_heads, self.lq, self.lk, self.d, self.dv];
         exp.check(all.contains(&0), Error::ZeroDimension);
         exp.check(
-            self.kv_heads != 0 && self.heads % self.kv_heads != 0,
+            self.kv_heads != 0 && !self.heads.is_multiple_of(self.kv_heads),
             Error::HeadsMismatch,
         );
         for (f, e) in found.into_iter().zip(self.lengths()) {
