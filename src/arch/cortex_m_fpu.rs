@@ -1,5 +1,5 @@
-//! Cortex-M FPU backend (single-precision FPv4-SP / FPv5: M4F, M7, M33, M55 with the
-//! hard-float ABI): the f32 dot products and weighted row sums of the per-row SDPA path in
+//! Cortex-M FPU backend (single-precision FPv4-SP / FPv5: M4F, M7, M33 with the hard-float
+//! ABI; not on Helium cores, where the auto-vectorized scalar loops are faster): the f32 dot products and weighted row sums of the per-row SDPA path in
 //! `asm!`, with `VLDM` (eight floats per instruction) and `VMLA.F32`.
 //!
 //! `VMLA.F32` on these FPUs is the chained multiply-accumulate (the product is rounded, then
@@ -48,6 +48,9 @@ pub(super) static TABLE: Table = Table {
 /// Lanes of the scalar reference's dot product.
 const LANES: usize = 8;
 
+/// Zeros for the accumulators (`VLDM` from here is one instruction; VFP has no `VMOV #0.0`).
+static ZEROS: [f32; 2 * LANES] = [0.0; 2 * LANES];
+
 /// The reference's reduction of the eight lanes.
 #[inline(always)]
 fn reduce(acc: &[f32; LANES]) -> f32 {
@@ -78,7 +81,7 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     if chunks > 0 {
         // SAFETY: `chunks` blocks of 8 floats are in bounds of both slices; `acc` holds 8.
         asm!(
-            "vldm {acc}, {{s0-s7}}",
+            "vldm {zeros}, {{s0-s7}}",
             "2:",
             "vldm {a}!, {{s8-s15}}",
             "vldm {b}!, {{s16-s23}}",
@@ -93,6 +96,7 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
             "subs {n}, {n}, #1",
             "bne 2b",
             "vstm {acc}, {{s0-s7}}",
+            zeros = in(reg) ZEROS.as_ptr(),
             a = inout(reg) a.as_ptr() => _,
             b = inout(reg) b.as_ptr() => _,
             n = inout(reg) chunks => _,
@@ -123,10 +127,10 @@ pub(super) unsafe fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &m
     let mut j = 0;
     while j + 2 <= s.len() && chunks > 0 {
         let (k0, k1) = (k.as_ptr().add(j * ks), k.as_ptr().add((j + 1) * ks));
-        let mut acc = [0.0f32; 2 * LANES];
+        let mut acc = [[0.0f32; LANES]; 2];
         // SAFETY: both keys hold `d >= body` floats (the caller checked the bounds).
         asm!(
-            "vldm {acc}, {{s0-s15}}",
+            "vldm {zeros}, {{s0-s15}}",
             "2:",
             "vldm {q}!, {{s16-s23}}",
             "vldm {k0}!, {{s24-s31}}",
@@ -150,6 +154,7 @@ pub(super) unsafe fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &m
             "subs {n}, {n}, #1",
             "bne 2b",
             "vstm {acc}, {{s0-s15}}",
+            zeros = in(reg) ZEROS.as_ptr(),
             q = inout(reg) q.as_ptr() => _,
             k0 = inout(reg) k0 => _,
             k1 = inout(reg) k1 => _,
@@ -165,13 +170,13 @@ pub(super) unsafe fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &m
             out("s28") _, out("s29") _, out("s30") _, out("s31") _,
             options(nostack),
         );
-        let (first, second) = acc.split_at(LANES);
-        for (h, (lanes, sj)) in [first, second].iter().zip(s.iter_mut().skip(j)).enumerate() {
-            let mut l = [0.0f32; LANES];
-            l.iter_mut().zip(lanes.iter()).for_each(|(x, &y)| *x = y);
-            let key = core::slice::from_raw_parts(k.as_ptr().add((j + h) * ks + body), d - body);
-            add_tail(&mut l, q_tail, key);
-            *sj = scale * reduce(&l);
+        for (h, (lanes, sj)) in acc.iter_mut().zip(s.iter_mut().skip(j)).enumerate() {
+            if !q_tail.is_empty() {
+                let key =
+                    core::slice::from_raw_parts(k.as_ptr().add((j + h) * ks + body), q_tail.len());
+                add_tail(lanes, q_tail, key);
+            }
+            *sj = scale * reduce(lanes);
         }
         j += 2;
     }

@@ -26,8 +26,9 @@ mod simd;
 // Int8 primitives, backend chosen at compile time (Cortex-M DSP / Helium): see `int8.rs`.
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
 mod cortex_m_dsp;
-// f32 dot products and weighted rows with VLDM/VMLA on hard-float Cortex-M (compile time).
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+// f32 dot products and weighted rows with VLDM/VMLA on hard-float Cortex-M (compile time;
+// not with Helium, where the auto-vectorized scalar loops are faster).
+#[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
 mod cortex_m_fpu;
 mod int8;
 #[cfg(all(target_arch = "arm", arm_mve))]
@@ -129,7 +130,7 @@ enum Id {
     Avx512 = 3,
     #[cfg(target_arch = "aarch64")]
     Neon = 4,
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
     CortexMFpu = 5,
 }
 
@@ -141,7 +142,7 @@ const ALL: &[Id] = &[
     Id::Avx512,
     #[cfg(target_arch = "aarch64")]
     Id::Neon,
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
     Id::CortexMFpu,
 ];
 
@@ -155,7 +156,7 @@ impl Id {
             Id::Avx512 => &x86::avx512::TABLE,
             #[cfg(target_arch = "aarch64")]
             Id::Neon => &aarch64::neon::TABLE,
-            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
             Id::CortexMFpu => &cortex_m_fpu::TABLE,
         }
     }
@@ -172,7 +173,7 @@ impl Id {
             #[cfg(target_arch = "aarch64")]
             Id::Neon => aarch64::has_neon(),
             // The hard-float ABI implies the FPU.
-            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
             Id::CortexMFpu => true,
         }
     }
