@@ -9,19 +9,32 @@
 // Rust types through the C ABI: the functions are never called, only analysed.
 #![allow(improper_ctypes_definitions, clippy::too_many_arguments)]
 
-use microattn::attention::int8::{int8_sdpa, Int8SdpaParams};
+use microattn::attention::int8::{
+    int8_additive_attention, int8_dense, int8_linear_attention, int8_luong_attention, int8_mha,
+    int8_sdpa, Int8AdditiveParams, Int8Dense, Int8LinearAttentionParams, Int8LuongParams,
+    Int8MhaParams, Int8MhaStats, Int8SdpaParams,
+};
 use microattn::attention::{
     additive_attention, additive_attention_typed, linear_attention, linear_attention_typed,
     luong_attention, luong_attention_typed, sdpa, sdpa_typed, visited_keys, AdditiveParams,
     AdditiveShape, AttentionShape, LinearAttentionParams, LinearAttentionState, LuongParams,
     LuongShape, SdpaParams,
 };
+use microattn::graph::{gat, GatParams, GatShape, GatWeights};
+use microattn::layers::{
+    decoder_layer, encoder_layer, patch_embed, DecoderShape, DecoderWeights, EncoderShape,
+    EncoderWeights, LayerConfig, PatchEmbedWeights, PatchShape,
+};
 use microattn::layers::{ffn, gated_ffn, layer_norm, rms_norm, Activation, FfnShape};
 use microattn::layers::{FfnWeights, GatedFfnWeights};
 use microattn::mask::Mask;
 use microattn::mha::{mha, mha_typed, MhaShape, MhaWeights};
+use microattn::position::{alibi_slopes, learned_add, rope, sinusoidal_table, RopeParams};
 use microattn::projection::{linear, linear_mixed, linear_typed, LinearShape};
 use microattn::softmax::{softmax_in_place, OnlineSoftmax};
+use microattn::ssm::{
+    selective_scan, selective_scan_step, ScanSequence, ScanShape, ScanToken, ScanWeights,
+};
 use microattn::{f16, Error};
 
 #[panic_handler]
@@ -303,6 +316,187 @@ pub extern "C" fn no_panic_gated_ffn(
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     gated_ffn(x, weights, activation, y, shape, scratch)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_int8_additive_attention(
+    query: &[i8],
+    keys: &[i8],
+    values: &[i8],
+    shape: AdditiveShape,
+    params: &Int8AdditiveParams<'_>,
+    context: &mut [i8],
+    weights: &mut [i16],
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    int8_additive_attention(
+        query, keys, values, shape, params, context, weights, scratch,
+    )
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_int8_luong_attention(
+    query: &[i8],
+    keys: &[i8],
+    values: &[i8],
+    shape: LuongShape,
+    params: &Int8LuongParams<'_>,
+    context: &mut [i8],
+    weights: &mut [i16],
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    int8_luong_attention(
+        query, keys, values, shape, params, context, weights, scratch,
+    )
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_int8_mha(
+    query: &[i8],
+    key: &[i8],
+    value: &[i8],
+    params: &Int8MhaParams<'_>,
+    out: &mut [i8],
+    shape: MhaShape,
+    scratch: &mut [i8],
+    acc: &mut [i64],
+    stats: Option<&mut Int8MhaStats>,
+) -> Result<(), Error> {
+    int8_mha(query, key, value, params, out, shape, scratch, acc, stats)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_int8_dense(
+    x: &[i8],
+    layer: &Int8Dense<'_>,
+    y: &mut [i8],
+    shape: LinearShape,
+) -> Result<i64, Error> {
+    int8_dense(x, layer, y, shape)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_int8_linear_attention(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    shape: AttentionShape,
+    params: &Int8LinearAttentionParams,
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    int8_linear_attention(q, k, v, out, shape, params, scratch)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_rope(
+    x: &mut [f32],
+    heads: usize,
+    len: usize,
+    dim: usize,
+    params: &RopeParams,
+) -> Result<(), Error> {
+    rope(x, heads, len, dim, params)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_sinusoidal_table(
+    pe: &mut [f32],
+    len: usize,
+    dim: usize,
+    pos_offset: usize,
+    base: f32,
+) -> Result<(), Error> {
+    sinusoidal_table(pe, len, dim, pos_offset, base)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_learned_add(
+    x: &mut [f32],
+    table: &[f32],
+    len: usize,
+    dim: usize,
+    pos_offset: usize,
+) -> Result<(), Error> {
+    learned_add(x, table, len, dim, pos_offset)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_alibi_slopes(slopes: &mut [f32]) -> Result<(), Error> {
+    alibi_slopes(slopes)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_gat(
+    x: &[f32],
+    edge_index: &[u32],
+    weights: &GatWeights<'_, f32>,
+    out: &mut [f32],
+    shape: GatShape,
+    params: &GatParams,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    gat(x, edge_index, weights, out, shape, params, scratch)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_selective_scan(
+    state: &mut [f32],
+    weights: &ScanWeights<'_, f32>,
+    seq: &ScanSequence<'_, f32>,
+    y: &mut [f32],
+    shape: ScanShape,
+) -> Result<(), Error> {
+    selective_scan(state, weights, seq, y, shape)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_selective_scan_step(
+    state: &mut [f32],
+    weights: &ScanWeights<'_, f32>,
+    token: &ScanToken<'_, f32>,
+    y: &mut [f32],
+    shape: ScanShape,
+) -> Result<(), Error> {
+    selective_scan_step(state, weights, token, y, shape)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_patch_embed(
+    image: &[f32],
+    weights: &PatchEmbedWeights<'_, f32>,
+    tokens: &mut [f32],
+    shape: PatchShape,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    patch_embed(image, weights, tokens, shape, scratch)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_encoder_layer(
+    src: &[f32],
+    weights: &EncoderWeights<'_, f32>,
+    out: &mut [f32],
+    shape: EncoderShape,
+    config: &LayerConfig<'_>,
+    buffer: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    encoder_layer(src, weights, out, shape, config, buffer, scratch)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_decoder_layer(
+    tgt: &[f32],
+    memory: &[f32],
+    weights: &DecoderWeights<'_, f32>,
+    out: &mut [f32],
+    shape: DecoderShape,
+    config: &LayerConfig<'_>,
+    buffer: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    decoder_layer(tgt, memory, weights, out, shape, config, buffer, scratch)
 }
 
 /// Control: an unchecked index must be found, or the analysis is broken (scripts/no-panic
