@@ -1850,3 +1850,23 @@ fn layer_norm_of_huge_values_is_finite() {
     layer_norm(&[m, m, 0.0, 0.0], &[1.0f32; 4], None, &mut y, 4, 0.0).unwrap();
     assert!(all_finite(&y), "{y:?}");
 }
+
+/// Known open bug (src/layers/vit.rs:147, owned by the layers engineer), found by fuzz/misc:
+/// `grid_h * grid_w` (and `patches + 1`) are plain multiplications done before the shape is
+/// checked, so a huge image shape panics with "attempt to multiply with overflow" in builds
+/// with overflow checks (debug, tests without --release), instead of `ShapeOverflow`. In
+/// release builds the product wraps and a later check happens to return the error.
+#[test]
+#[ignore = "open: patch_embed overflows on huge shapes in debug builds (src/layers/vit.rs)"]
+fn patch_embed_huge_shape_is_an_error() {
+    use microattn::layers::{patch_embed, PatchEmbedWeights, PatchShape};
+    let shape = PatchShape::new(1, usize::MAX, usize::MAX / 2, 1, 1);
+    let weights = PatchEmbedWeights {
+        patch_weight: &[1.0f32],
+        patch_bias: None,
+        cls_token: None,
+        pos_embed: None,
+    };
+    let result = patch_embed(&[0.0f32], &weights, &mut [0.0f32; 2], shape, &mut [0.0; 2]);
+    assert_eq!(result, Err(Error::ShapeOverflow));
+}

@@ -144,6 +144,12 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// Values for a slice that should have `expected` elements (see [`Input::len`]).
+    pub fn values_for(&mut self, expected: Option<usize>) -> Vec<f32> {
+        let n = self.len(expected);
+        self.values(n)
+    }
+
     /// An optional logit scale: the default, an ordinary one, or (wild) anything.
     pub fn scale(&mut self) -> Option<f32> {
         match self.byte() % 4 {
