@@ -266,10 +266,13 @@ fn attend<E: Element>(
         blocked::attend(q, k, v, out, shape, scale, params, &mut row);
         return;
     }
+    let (d, dv) = (shape.d, shape.dv);
+    // Never zero after validation; tested once so that chunking cannot panic.
+    if d == 0 || dv == 0 {
+        return;
+    }
     for_each_head(q, k, v, out, shape, |h, q_h, k_h, v_h, out_h| {
-        let rows = q_h
-            .chunks_exact(shape.d)
-            .zip(out_h.chunks_exact_mut(shape.dv));
+        let rows = q_h.chunks_exact(d).zip(out_h.chunks_exact_mut(dv));
         for (i, (q_row, out_row)) in rows.enumerate() {
             row(h, i, q_row, k_h, v_h, out_row);
         }
@@ -295,13 +298,33 @@ fn for_each_head<E>(
         d,
         dv,
     } = shape;
-    let group = heads / kv_heads;
-    let heads_iter = q.chunks_exact(lq * d).zip(out.chunks_exact_mut(lq * dv));
-    for (h, (q_h, out_h)) in heads_iter.enumerate() {
-        let kvh = h / group;
-        let k_h = &k[kvh * lk * d..][..lk * d];
-        let v_h = &v[kvh * lk * dv..][..lk * dv];
-        f(h, q_h, k_h, v_h, out_h);
+    // Validated shapes have nonzero dimensions and `kv_heads` dividing `heads`; checking again
+    // here (once per call) lets the compiler drop the division and chunking panics.
+    let Some(group) = heads.checked_div(kv_heads) else {
+        return;
+    };
+    let (q_head, out_head) = (lq * d, lq * dv);
+    let (k_head, v_head) = (lk * d, lk * dv);
+    let (q_group, out_group) = (q_head * group, out_head * group);
+    // One test per value: the optimizer keeps what each says (through a combined `||` it may
+    // not).
+    for n in [q_head, out_head, k_head, v_head, q_group, out_group] {
+        if n == 0 {
+            return;
+        }
+    }
+    // Query heads `kvh * group .. (kvh + 1) * group` read KV head `kvh`.
+    let kv_iter = k.chunks_exact(k_head).zip(v.chunks_exact(v_head));
+    let groups_iter = q.chunks_exact(q_group).zip(out.chunks_exact_mut(out_group));
+    let mut h = 0;
+    for ((k_h, v_h), (q_g, out_g)) in kv_iter.zip(groups_iter) {
+        for (q_h, out_h) in q_g
+            .chunks_exact(q_head)
+            .zip(out_g.chunks_exact_mut(out_head))
+        {
+            f(h, q_h, k_h, v_h, out_h);
+            h += 1;
+        }
     }
 }
 
@@ -366,19 +389,34 @@ fn attend_row<E: Element>(
     params: &SdpaParams<'_>,
 ) {
     let (d, dv) = (q_row.len(), acc.len());
+    acc.fill(0.0);
+    // Never zero after validation (products of validated lengths); checked once so that no
+    // division or chunking can panic.
+    let (k_step, v_step) = (ROW_TILE * d, ROW_TILE * dv);
+    if d == 0 || dv == 0 || k_step == 0 || v_step == 0 {
+        return;
+    }
     let lk = k_h.len() / d;
     let backend = arch::backend();
-    acc.fill(0.0);
     let position = params.mask.position(row);
     let q_norm = params.score.query_norm(q_row);
     let mut softmax = RowSoftmax::new();
     let mut logits = [0.0f32; ROW_TILE];
     for run in params.mask.row(row, lk) {
+        // Runs lie within `0..lk`; `get` (once per run) keeps a malformed one from reading
+        // out of bounds.
+        let (Some(k_run), Some(v_run)) = (
+            k_h.get(run.start * d..run.end * d),
+            v_h.get(run.start * dv..run.end * dv),
+        ) else {
+            continue;
+        };
         let mut start = run.start;
-        while start < run.end {
-            let end = run.end.min(start + ROW_TILE);
-            let tile = &mut logits[..end - start];
-            let k_tile = &k_h[start * d..end * d];
+        for (k_tile, v_tile) in k_run.chunks(k_step).zip(v_run.chunks(v_step)) {
+            let n = (run.end - start).min(ROW_TILE);
+            let Some(tile) = logits.get_mut(..n) else {
+                break;
+            };
             // Dot scores a tile at a time (several keys per pass over q).
             let batched = params.score == Score::Dot && E::dot_keys(q_row, k_tile, d, scale, tile);
             // Finite batched logits without a bias are final (saturating changes nothing).
@@ -386,13 +424,14 @@ fn attend_row<E: Element>(
                 && params.bias == Bias::None
                 && tile.iter().fold(true, |all, t| all & t.is_finite());
             if !done {
-                for (t, j) in tile.iter_mut().zip(start..end) {
+                let keys = k_tile.chunks_exact(d).zip(start..);
+                for (t, (k_row, j)) in tile.iter_mut().zip(keys) {
                     // A batched logit that overflowed is recomputed by the score, which
                     // rescales.
                     let logit = if batched && t.is_finite() {
                         *t
                     } else {
-                        params.score.logit(q_row, &k_h[j * d..][..d], q_norm, scale)
+                        params.score.logit(q_row, k_row, q_norm, scale)
                     };
                     // Saturate at ±f32::MAX: a logit that overflowed to ±inf would otherwise
                     // give NaN (inf - inf) or a zero row for an allowed key.
@@ -403,13 +442,12 @@ fn attend_row<E: Element>(
             if rescale != 1.0 {
                 backend.scale(acc, rescale);
             }
-            let v_tile = &v_h[start * dv..end * dv];
             if !E::pv_row(tile, v_tile, dv, acc) {
                 for (&w, v_row) in tile.iter().zip(v_tile.chunks_exact(dv)) {
                     E::axpy(w, v_row, acc);
                 }
             }
-            start = end;
+            start += n;
         }
     }
     backend.scale(acc, softmax.inverse_sum());

@@ -136,8 +136,14 @@ impl Call<'_, '_> {
         per_row: &mut impl FnMut(usize, usize, &[E], &[E], &[E], &mut [E]),
     ) {
         let AttentionShape { d, dv, .. } = self.shape;
+        // Never zero after validation (d, dv <= MAX_DIM); checked once so that chunking
+        // cannot panic.
+        let (q_step, out_step) = (ROWS * d, ROWS * dv);
+        if d == 0 || dv == 0 || q_step == 0 || out_step == 0 {
+            return;
+        }
         for_each_head(q, k, v, out, self.shape, |h, q_h, k_h, v_h, out_h| {
-            let blocks = q_h.chunks(ROWS * d).zip(out_h.chunks_mut(ROWS * dv));
+            let blocks = q_h.chunks(q_step).zip(out_h.chunks_mut(out_step));
             for (b, (q_rows, out_rows)) in blocks.enumerate() {
                 let row0 = b * ROWS;
                 if !self.block(ws, q_rows, k_h, v_h, out_rows, h, row0) {
@@ -165,7 +171,15 @@ impl Call<'_, '_> {
     ) -> bool {
         let AttentionShape { lk, d, dv, .. } = self.shape;
         let dvp = padded(dv);
-        let n = q_rows.len() / d;
+        // Never zero after validation; tested once so that chunking cannot panic.
+        if d == 0 || dv == 0 || dvp == 0 {
+            return false;
+        }
+        // At most ROWS rows (the caller chunks by ROWS); `d` is never 0 after validation.
+        let Some(n) = q_rows.len().checked_div(d) else {
+            return false;
+        };
+        let n = n.min(ROWS);
         let mut rows = RowState {
             lo: [0; ROWS],
             hi: [0; ROWS],
@@ -174,13 +188,14 @@ impl Call<'_, '_> {
             alpha: [0.0; ROWS],
         };
         let (mut span_lo, mut span_hi) = (lk, 0);
-        for r in 0..n {
+        let bounds = rows.lo.iter_mut().zip(rows.hi.iter_mut());
+        for (r, (lo, hi)) in bounds.enumerate().take(n) {
             let mut runs = self.params.mask.row(row0 + r, lk);
             if let Some(run) = runs.next() {
                 if runs.next().is_some() {
                     return false;
                 }
-                (rows.lo[r], rows.hi[r]) = (run.start, run.end);
+                (*lo, *hi) = (run.start, run.end);
                 span_lo = span_lo.min(run.start);
                 span_hi = span_hi.max(run.end);
             }
@@ -194,16 +209,21 @@ impl Call<'_, '_> {
             qt.fill(0.0);
         }
         let mut wide = [0.0f32; MAX_DIM];
-        for (r, q_row) in q_rows.chunks_exact(d).enumerate() {
+        for (r, q_row) in q_rows.chunks_exact(d).enumerate().take(ROWS) {
             let q32 = match E::as_f32(q_row) {
                 Some(q32) => q32,
                 None => {
                     E::widen(q_row, &mut wide);
-                    &wide[..d]
+                    match wide.get(..d) {
+                        Some(q32) => q32,
+                        None => return false,
+                    }
                 }
             };
             for (&x, qt_c) in q32.iter().zip(qt.chunks_exact_mut(ROWS)) {
-                qt_c[r] = x;
+                if let Some(lane) = qt_c.get_mut(r) {
+                    *lane = x;
+                }
             }
         }
         acc.fill(0.0);
@@ -232,13 +252,12 @@ impl Call<'_, '_> {
             start = end;
         }
         let outs = out_rows.chunks_exact_mut(dv).zip(acc.chunks_exact_mut(dvp));
-        for (r, (out_row, acc_row)) in outs.enumerate() {
-            let inv = if rows.l[r] > 0.0 {
-                1.0 / rows.l[r]
-            } else {
-                0.0
+        for ((out_row, acc_row), &l) in outs.zip(&rows.l) {
+            let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+            // `dv <= dvp`: the padding columns are not output.
+            let Some(acc_row) = acc_row.get_mut(..dv) else {
+                continue;
             };
-            let acc_row = &mut acc_row[..dv];
             self.backend.scale(acc_row, inv);
             E::narrow(acc_row, out_row);
         }
@@ -261,11 +280,20 @@ impl Call<'_, '_> {
     ) -> bool {
         let AttentionShape { d, dv, .. } = self.shape;
         let dvp = padded(dv);
+        // Never zero after validation; tested once so that chunking cannot panic.
+        if d == 0 || dv == 0 || dvp == 0 {
+            return false;
+        }
         let (start, nk) = (keys.start, keys.len());
         let Some(s) = buf.s.get_mut(..nk * ROWS) else {
             return false;
         };
-        let k_tile = &k_h[start * d..keys.end * d];
+        let (Some(k_tile), Some(v_tile)) = (
+            k_h.get(start * d..keys.end * d),
+            v_h.get(start * dv..keys.end * dv),
+        ) else {
+            return false;
+        };
         let k32 = match E::as_f32(k_tile) {
             Some(k32) => k32,
             None => match buf.k.get_mut(..nk * d) {
@@ -280,18 +308,16 @@ impl Call<'_, '_> {
             return false;
         };
         let bias = self.params.bias;
-        let n = q_rows.len() / d;
         if !finite || bias != Bias::None {
             // As the per-row path: an overflowed dot product goes through the score's
             // rescaled path, then the bias is added and the logit saturated.
-            for (r, q_row) in q_rows.chunks_exact(d).enumerate().take(n) {
+            for (r, q_row) in q_rows.chunks_exact(d).enumerate() {
                 let position = self.params.mask.position(row0 + r);
-                for (j, x) in s.iter_mut().skip(r).step_by(ROWS).enumerate() {
-                    let key = start + j;
+                let column = s.iter_mut().skip(r).step_by(ROWS);
+                for ((x, k_row), key) in column.zip(k_tile.chunks_exact(d)).zip(start..) {
                     let logit = if x.is_finite() {
                         *x
                     } else {
-                        let k_row = &k_h[key * d..][..d];
                         Score::Dot.logit(q_row, k_row, 1.0, self.scale)
                     };
                     *x = saturate(logit + bias.value(head, position, key));
@@ -300,12 +326,14 @@ impl Call<'_, '_> {
         }
         // Keys outside a row's run get -inf (padding rows have an empty run: all -inf). A tile
         // inside every row's run (the common case away from a mask's edges) needs nothing.
-        let inside = |r: usize| rows.lo[r] <= keys.start && rows.hi[r] >= keys.end;
-        for r in (0..ROWS).filter(|&r| !inside(r)) {
-            let lo = rows.lo[r].clamp(keys.start, keys.end) - start;
-            let hi = (rows.hi[r].clamp(keys.start, keys.end) - start).max(lo);
-            for j in (0..lo).chain(hi..nk) {
-                s[j * ROWS + r] = f32::NEG_INFINITY;
+        let runs = rows.lo.iter().zip(&rows.hi).enumerate();
+        for (r, (&lo, &hi)) in runs.filter(|(_, (&lo, &hi))| lo > keys.start || hi < keys.end) {
+            // `max` then `min` is `clamp` to `keys` (`start <= end`), without its assertion.
+            let lo = lo.max(keys.start).min(keys.end) - start;
+            let hi = (hi.max(keys.start).min(keys.end) - start).max(lo);
+            let column = s.iter_mut().skip(r).step_by(ROWS).enumerate();
+            for (_, x) in column.filter(|&(j, _)| j < lo || j >= hi) {
+                *x = f32::NEG_INFINITY;
             }
         }
         if self
@@ -315,13 +343,17 @@ impl Call<'_, '_> {
         {
             return false;
         }
-        let v_tile = &v_h[start * dv..keys.end * dv];
         let (v32, v_stride): (&[f32], usize) = match E::as_f32(v_tile) {
             Some(v32) if dvp == dv => (v32, dv),
             _ => match buf.v.get_mut(..nk * dvp) {
                 Some(vbuf) => {
-                    for (src, dst) in v_tile.chunks_exact(dv).zip(vbuf.chunks_exact_mut(dvp)) {
-                        E::widen(src, &mut dst[..dv]);
+                    // Both hold `nk` rows. (Not `zip`: its out-of-line copy, shared with other
+                    // callers, keeps a division by the chunk size.)
+                    let mut src_rows = v_tile.chunks_exact(dv);
+                    for dst in vbuf.chunks_exact_mut(dvp) {
+                        let Some(src) = src_rows.next() else { break };
+                        // Rows are `dvp >= dv` wide: the widened row, then zero padding.
+                        E::widen(src, dst);
                     }
                     (vbuf, dvp)
                 }
