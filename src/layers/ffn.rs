@@ -148,7 +148,8 @@ impl<E: Element> Net<'_, '_, E> {
                 act.apply_in_place(h);
             }
             Net::Gated(w) => {
-                let (g, u) = h.split_at_mut(rows * shape.hidden);
+                let (half, found) = (rows * shape.hidden, h.len());
+                let (g, u) = h.split_at_mut_checked(half).ok_or(too_small(half, found))?;
                 linear_typed(x, w.gate, None, g, up)?;
                 linear_typed(x, w.up, None, u, up)?;
                 for (gi, &ui) in g.iter_mut().zip(u.iter()) {
@@ -162,7 +163,8 @@ impl<E: Element> Net<'_, '_, E> {
     /// Output rows from the hidden activations `h`.
     fn contract(&self, h: &[f32], y: &mut [E], rows: usize, shape: FfnShape) -> Result<(), Error> {
         let down = LinearShape::new(rows, shape.hidden, shape.dim);
-        let h = &h[..rows * shape.hidden];
+        let needed = rows * shape.hidden;
+        let h = h.get(..needed).ok_or(too_small(needed, h.len()))?;
         match self {
             Net::Plain(w) => linear_mixed(h, w.w2, w.b2, y, down),
             Net::Gated(w) => linear_mixed(h, w.down, None, y, down),
@@ -208,10 +210,14 @@ impl<E: Element> Net<'_, '_, E> {
     ) -> Result<(), Error> {
         let block = self.prepare(x.len(), y.len(), shape, scratch.len())?;
         let per_row = self.scratch_per_row(shape.hidden)?;
-        let chunk = block * shape.dim;
+        // Blocks are whole rows; `block` and `dim` are positive after `prepare`.
+        let chunk = nonzero_product(block, shape.dim)?;
         for (xb, yb) in x.chunks(chunk).zip(y.chunks_mut(chunk)) {
-            let rows = xb.len() / shape.dim;
-            let h = &mut scratch[..rows * per_row];
+            let rows = xb
+                .len()
+                .checked_div(shape.dim)
+                .ok_or(Error::ZeroDimension)?;
+            let h = scratch_part(scratch, rows * per_row)?;
             self.expand(xb, h, rows, shape, act)?;
             self.contract(h, yb, rows, shape)?;
         }
@@ -227,14 +233,38 @@ impl<E: Element> Net<'_, '_, E> {
     ) -> Result<(), Error> {
         let block = self.prepare(x.len(), x.len(), shape, scratch.len())?;
         let per_row = self.scratch_per_row(shape.hidden)?;
-        for xb in x.chunks_mut(block * shape.dim) {
-            let rows = xb.len() / shape.dim;
-            let h = &mut scratch[..rows * per_row];
+        for xb in x.chunks_mut(nonzero_product(block, shape.dim)?) {
+            let rows = xb
+                .len()
+                .checked_div(shape.dim)
+                .ok_or(Error::ZeroDimension)?;
+            let h = scratch_part(scratch, rows * per_row)?;
             // The block's inputs are consumed into `h` before its outputs overwrite them.
             self.expand(xb, h, rows, shape, act)?;
             self.contract(h, xb, rows, shape)?;
         }
         Ok(())
+    }
+}
+
+/// [`Error::ScratchTooSmall`] for `needed` elements out of `found`.
+fn too_small(needed: usize, found: usize) -> Error {
+    Error::ScratchTooSmall { needed, found }
+}
+
+/// The first `n` elements of `scratch`. Callers size the scratch first: the error is for a
+/// bug, instead of a panic.
+fn scratch_part(scratch: &mut [f32], n: usize) -> Result<&mut [f32], Error> {
+    let found = scratch.len();
+    scratch.get_mut(..n).ok_or(too_small(n, found))
+}
+
+/// `a * b`, which must be positive (a block of whole rows).
+fn nonzero_product(a: usize, b: usize) -> Result<usize, Error> {
+    match a.checked_mul(b) {
+        Some(0) => Err(Error::ZeroDimension),
+        Some(n) => Ok(n),
+        None => Err(Error::ShapeOverflow),
     }
 }
 
@@ -266,13 +296,24 @@ pub(crate) fn ffn_rows<E: Element>(
             found: scratch.len(),
         });
     }
-    let block = rows.min(scratch.len() / per_row);
-    let (h_area, y_area) = scratch.split_at_mut(block * shape.hidden);
-    for xb in x.chunks_mut(block * shape.dim) {
-        let rows = xb.len() / shape.dim;
-        let h = &mut h_area[..rows * shape.hidden];
+    let per_block = scratch
+        .len()
+        .checked_div(per_row)
+        .ok_or(Error::ZeroDimension)?;
+    let block = rows.min(per_block);
+    let h_len = block * shape.hidden;
+    let found = scratch.len();
+    let (h_area, y_area) = scratch
+        .split_at_mut_checked(h_len)
+        .ok_or(too_small(h_len, found))?;
+    for xb in x.chunks_mut(nonzero_product(block, shape.dim)?) {
+        let rows = xb
+            .len()
+            .checked_div(shape.dim)
+            .ok_or(Error::ZeroDimension)?;
+        let h = scratch_part(h_area, rows * shape.hidden)?;
         net.expand(xb, h, rows, shape, activation)?;
-        let y = &mut y_area[..rows * shape.dim];
+        let y = scratch_part(y_area, rows * shape.dim)?;
         let down = LinearShape::new(rows, shape.hidden, shape.dim);
         linear_mixed(h, weights.w2, weights.b2, y, down)?;
         for (x_row, y_row) in xb

@@ -52,14 +52,15 @@ fn inverse_sqrt(v: f32) -> f32 {
     }
 }
 
-/// `(mean, 1/std)` of the `dim` values `get(0..dim)` for LayerNorm, in two passes.
+/// `(mean, 1/std)` of the `dim` values of `row` for LayerNorm, in two passes. (An iterator,
+/// not indices: nothing to bounds-check.)
 #[inline]
-fn layer_norm_stats(dim: usize, get: impl Fn(usize) -> f32, eps: f32) -> (f32, f32) {
+fn layer_norm_stats(dim: usize, row: impl Iterator<Item = f32> + Clone, eps: f32) -> (f32, f32) {
     let n = dim as f32;
-    let mean = (0..dim).map(&get).sum::<f32>() / n;
-    let var = (0..dim)
-        .map(|i| {
-            let d = get(i) - mean;
+    let mean = row.clone().sum::<f32>() / n;
+    let var = row
+        .map(|v| {
+            let d = v - mean;
             d * d
         })
         .sum::<f32>()
@@ -67,17 +68,17 @@ fn layer_norm_stats(dim: usize, get: impl Fn(usize) -> f32, eps: f32) -> (f32, f
     (mean, inverse_sqrt(var + eps))
 }
 
-/// `1 / rms` of the `dim` values `get(0..dim)` for RMSNorm.
+/// `1 / rms` of the `dim` values of `row` for RMSNorm.
 #[inline]
-fn rms_stats(dim: usize, get: impl Fn(usize) -> f32, eps: f32) -> f32 {
-    let ms = (0..dim)
-        .map(|i| {
-            let v = get(i);
-            v * v
-        })
-        .sum::<f32>()
-        / dim as f32;
+fn rms_stats(dim: usize, row: impl Iterator<Item = f32>, eps: f32) -> f32 {
+    let ms = row.map(|v| v * v).sum::<f32>() / dim as f32;
     inverse_sqrt(ms + eps)
+}
+
+/// The values of a row in f32.
+#[inline]
+fn widened<E: Element>(row: &[E]) -> impl Iterator<Item = f32> + Clone + '_ {
+    row.iter().map(|v| v.to_f32())
 }
 
 /// LayerNorm of every row of `x` (`[rows, dim]`) into `y`:
@@ -106,13 +107,8 @@ pub fn layer_norm<E: Element, W: Element>(
     validate(x.len(), weight, bias, dim, eps)?;
     check_len(y, x.len())?;
     for (x_row, y_row) in x.chunks_exact(dim).zip(y.chunks_exact_mut(dim)) {
-        let (mean, inv_std) = layer_norm_stats(dim, |i| x_row[i].to_f32(), eps);
-        write_affine(
-            y_row,
-            |i| (x_row[i].to_f32() - mean) * inv_std,
-            weight,
-            bias,
-        );
+        let (mean, inv_std) = layer_norm_stats(dim, widened(x_row), eps);
+        write_affine(y_row, x_row, |x| (x - mean) * inv_std, weight, bias);
     }
     Ok(())
 }
@@ -127,7 +123,7 @@ pub fn layer_norm_in_place<E: Element, W: Element>(
 ) -> Result<(), Error> {
     validate(x.len(), weight, bias, dim, eps)?;
     for row in x.chunks_exact_mut(dim) {
-        let (mean, inv_std) = layer_norm_stats(dim, |i| row[i].to_f32(), eps);
+        let (mean, inv_std) = layer_norm_stats(dim, widened(row), eps);
         for (i, v) in row.iter_mut().enumerate() {
             let n = (v.to_f32() - mean) * inv_std;
             *v = E::from_f32(affine(n, i, weight, bias));
@@ -152,7 +148,7 @@ pub fn add_layer_norm<E: Element, R: Element, W: Element>(
     validate(x.len(), weight, bias, dim, eps)?;
     check_len(residual, x.len())?;
     for (row, res) in x.chunks_exact_mut(dim).zip(residual.chunks_exact(dim)) {
-        let sum = |i: usize| row[i].to_f32() + res[i].to_f32();
+        let sum = row.iter().zip(res).map(|(v, r)| v.to_f32() + r.to_f32());
         let (mean, inv_std) = layer_norm_stats(dim, sum, eps);
         for (i, (v, r)) in row.iter_mut().zip(res).enumerate() {
             let n = (v.to_f32() + r.to_f32() - mean) * inv_std;
@@ -185,8 +181,8 @@ pub fn rms_norm<E: Element, W: Element>(
     validate(x.len(), weight, None, dim, eps)?;
     check_len(y, x.len())?;
     for (x_row, y_row) in x.chunks_exact(dim).zip(y.chunks_exact_mut(dim)) {
-        let inv_rms = rms_stats(dim, |i| x_row[i].to_f32(), eps);
-        write_affine(y_row, |i| x_row[i].to_f32() * inv_rms, weight, None);
+        let inv_rms = rms_stats(dim, widened(x_row), eps);
+        write_affine(y_row, x_row, |x| x * inv_rms, weight, None);
     }
     Ok(())
 }
@@ -200,7 +196,7 @@ pub fn rms_norm_in_place<E: Element, W: Element>(
 ) -> Result<(), Error> {
     validate(x.len(), weight, None, dim, eps)?;
     for row in x.chunks_exact_mut(dim) {
-        let inv_rms = rms_stats(dim, |i| row[i].to_f32(), eps);
+        let inv_rms = rms_stats(dim, widened(row), eps);
         for (v, w) in row.iter_mut().zip(weight) {
             *v = E::from_f32(v.to_f32() * inv_rms * w.to_f32());
         }
@@ -236,16 +232,17 @@ fn affine<W: Element>(n: f32, i: usize, weight: &[W], bias: Option<&[W]>) -> f32
     n * w + b
 }
 
-/// Writes `affine(normalized(i), i)` to every element of `y_row`.
+/// Writes `affine(normalize(x[i]), i)` to every element `i` of `y_row`.
 #[inline]
 fn write_affine<E: Element, W: Element>(
     y_row: &mut [E],
-    normalized: impl Fn(usize) -> f32,
+    x_row: &[E],
+    normalize: impl Fn(f32) -> f32,
     weight: &[W],
     bias: Option<&[W]>,
 ) {
-    for (i, v) in y_row.iter_mut().enumerate() {
-        *v = E::from_f32(affine(normalized(i), i, weight, bias));
+    for (i, (v, x)) in y_row.iter_mut().zip(x_row).enumerate() {
+        *v = E::from_f32(affine(normalize(x.to_f32()), i, weight, bias));
     }
 }
 
