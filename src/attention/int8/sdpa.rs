@@ -7,7 +7,7 @@
 
 use super::bias::Int8Bias;
 use super::score::{Int8Logits, MAX_D};
-use super::softmax::{normalize_row, rescale, IntOnlineSoftmax, WEIGHT_ONE};
+use super::softmax::{normalize_row, rescale, sdpa_weight, IntOnlineSoftmax, SDPA_ONE};
 use crate::arch;
 use crate::attention::{AttentionShape, Score, TILE};
 use crate::error::{check_len, Error};
@@ -17,8 +17,8 @@ use crate::quant::FixedMultiplier;
 /// Value columns of one i32 `P·V` partial sum (a stack array of this many `i32`s).
 const PV_COLUMNS: usize = 64;
 
-/// Largest number of keys `lk` per head: the `P·V` accumulators (Q16 weights × int8 values
-/// summed over up to `lk` keys, `<= 2^23 · lk`) must stay below `2^46` so a rescale by a Q16
+/// Largest number of keys `lk` per head: the `P·V` accumulators (Q15 weights × int8 values
+/// summed over up to `lk` keys, `<= 2^22 · lk`) must stay below `2^46` so a rescale by a Q15
 /// factor fits in an `i64`.
 pub const MAX_LK: usize = 1 << 23;
 
@@ -245,26 +245,42 @@ fn run(
         dv,
     } = shape;
     let group = heads / kv_heads;
-    for (h, (q_h, out_h)) in q
-        .chunks_exact(lq * d)
-        .zip(out.chunks_exact_mut(lq * dv))
-        .enumerate()
-    {
-        let kvh = h / group;
-        let k_h = &k[kvh * lk * d..][..lk * d];
-        let v_h = &v[kvh * lk * dv..][..lk * dv];
-        for (i, (q_row, out_row)) in q_h
-            .chunks_exact(d)
-            .zip(out_h.chunks_exact_mut(dv))
-            .enumerate()
-        {
-            attend_row(q_row, k_h, v_h, acc, out_row, h, i, params);
+    // Validated: every product below is a length of a slice that exists, so none overflows.
+    let (k_len, v_len) = (lk * d, lk * dv);
+    let k_heads = k.chunks_exact(k_len);
+    let v_heads = v.chunks_exact(v_len);
+    for (kvh, (k_h, v_h)) in k_heads.zip(v_heads).enumerate() {
+        let q_group = q.chunks_exact(lq * d).skip(kvh * group).take(group);
+        let out_group = out.chunks_exact_mut(lq * dv).skip(kvh * group).take(group);
+        for (g, (q_h, out_h)) in q_group.zip(out_group).enumerate() {
+            let h = kvh * group + g;
+            for (i, (q_row, out_row)) in q_h
+                .chunks_exact(d)
+                .zip(out_h.chunks_exact_mut(dv))
+                .enumerate()
+            {
+                attend_row(q_row, k_h, v_h, acc, out_row, h, i, params);
+            }
         }
     }
 }
 
-/// One query row of one head: integer logits tile by tile, online integer softmax, `P·V` in
-/// `i64`, then normalization and requantization into `out_row`.
+/// `round(diff · m)` for a non-negative difference of raw dot products: the base-2 logit
+/// difference in Q20 (below `2^62`: `diff <= 2^31`, the multiplier below `2^31`).
+#[inline]
+fn scaled_diff(m: FixedMultiplier, diff: u64) -> u64 {
+    let p = diff * m.multiplier() as u64;
+    let n = m.right_shift();
+    (p + ((1u64 << n) >> 1)) >> n
+}
+
+/// One query row of one head: integer logits tile by tile, online integer softmax with Q15
+/// weights, `P·V` in `i32` per tile added to `i64` accumulators, then normalization and
+/// requantization into `out_row`.
+///
+/// With the dot score and no bias (the common case) the logits are never formed: the running
+/// maximum is kept as a raw dot product and each key's weight is `2^-round(m·(max - s))`, one
+/// 32×32-bit product per key. Otherwise logits are `round(m·s) + bias` in `i64` (Q20).
 #[allow(clippy::too_many_arguments)]
 fn attend_row(
     q_row: &[i8],
@@ -282,54 +298,81 @@ fn attend_row(
     let position = params.mask.position(row);
     let row_state = params.logits.row_state(q_row);
     let mut softmax = IntOnlineSoftmax::new();
-    let mut logits = [0i64; TILE];
-    // The dot score's raw products of a tile come from one call of the arch primitive (SMLAD
-    // on the Cortex-M DSP cores, Helium on the M55); the same array then holds the weights.
     let dot_logit = match params.logits {
         Int8Logits::Dot { logit } => Some(logit),
         _ => None,
     };
-    let mut tile_i32 = [0i32; TILE];
+    let no_bias = matches!(params.bias, Int8Bias::None);
+    let mut logits = [0i64; TILE];
+    // Raw dot products of a tile (from one call of the arch primitive: SMLAD on the Cortex-M
+    // DSP cores, Helium on the M55), then the tile's Q15 weights.
+    let mut weights = [0i32; TILE];
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
         while start < run.end {
             let end = run.end.min(start + TILE);
-            let tile = &mut logits[..end - start];
-            let raw = tile_i32.get_mut(..end - start).unwrap_or_default();
-            match dot_logit {
-                // Keys start..end lie in k_h (shapes validated), so this cannot fail.
-                Some(m)
-                    if arch::dot_i8_keys(q_row, k_h.get(start * d..).unwrap_or(&[]), d, raw)
-                        .is_ok() =>
-                {
-                    for ((z, &s), j) in tile.iter_mut().zip(raw.iter()).zip(start..end) {
-                        *z = m.mul_round(s) + params.bias.value(head, position, j);
+            // Keys start..end lie in k_h and v_h (shapes validated): never None.
+            let (Some(w), Some(z), Some(keys), Some(rows)) = (
+                weights.get_mut(..end - start),
+                logits.get_mut(..end - start),
+                k_h.get(start * d..),
+                v_h.get(start * dv..),
+            ) else {
+                break;
+            };
+            let raw_ok = dot_logit.is_some() && arch::dot_i8_keys(q_row, keys, d, w).is_ok();
+            let factor = match dot_logit {
+                Some(m) if raw_ok && no_bias => {
+                    let tile_max = w.iter().copied().max().unwrap_or(0);
+                    let (factor, max) = softmax.fold_max(tile_max as i64, |x| scaled_diff(m, x));
+                    let max = max as i32;
+                    let mut sum = 0i64;
+                    for x in w.iter_mut() {
+                        *x = sdpa_weight(scaled_diff(m, max.abs_diff(*x) as u64));
+                        sum += *x as i64;
                     }
+                    softmax.add(sum);
+                    factor
                 }
                 _ => {
-                    for (z, j) in tile.iter_mut().zip(start..end) {
-                        let k_row = &k_h[j * d..][..d];
-                        *z = params.logits.logit(q_row, k_row, row_state)
-                            + params.bias.value(head, position, j);
+                    match dot_logit {
+                        Some(m) if raw_ok => {
+                            for ((z, &s), j) in z.iter_mut().zip(w.iter()).zip(start..end) {
+                                *z = m.mul_round(s) + params.bias.value(head, position, j);
+                            }
+                        }
+                        _ => {
+                            for ((z, k_row), j) in
+                                z.iter_mut().zip(keys.chunks_exact(d)).zip(start..end)
+                            {
+                                *z = params.logits.logit(q_row, k_row, row_state)
+                                    + params.bias.value(head, position, j);
+                            }
+                        }
                     }
+                    let tile_max = z.iter().copied().max().unwrap_or(0);
+                    let (factor, max) = softmax.fold_max(tile_max, |x| x);
+                    let mut sum = 0i64;
+                    for (x, &z) in w.iter_mut().zip(z.iter()) {
+                        *x = sdpa_weight(max.abs_diff(z));
+                        sum += *x as i64;
+                    }
+                    softmax.add(sum);
+                    factor
                 }
-            }
-            let factor = softmax.update(tile);
-            if factor != WEIGHT_ONE {
+            };
+            if factor != SDPA_ONE {
                 for a in acc.iter_mut() {
                     *a = rescale(*a, factor);
                 }
             }
             // P·V of the tile in i32, added to the i64 accumulators once per tile: exact, as
-            // |Σ w·v| <= TILE · 2^16 · 128 = 2^28 (weights are at most 2^16).
-            for (w, &z) in raw.iter_mut().zip(tile.iter()) {
-                *w = z as i32;
-            }
+            // |Σ w·v| <= TILE · 2^15 · 128 = 2^27.
             for (chunk, acc_chunk) in acc.chunks_mut(PV_COLUMNS).enumerate() {
                 let mut part = [0i32; PV_COLUMNS];
                 let part = part.get_mut(..acc_chunk.len()).unwrap_or_default();
-                let rows = v_h.get(start * dv + chunk * PV_COLUMNS..).unwrap_or(&[]);
-                if arch::pv_i8(raw, rows, dv, part).is_ok() {
+                let rows = rows.get(chunk * PV_COLUMNS..).unwrap_or(&[]);
+                if arch::pv_i8(w, rows, dv, part).is_ok() {
                     for (a, &p) in acc_chunk.iter_mut().zip(part.iter()) {
                         *a += p as i64;
                     }

@@ -64,7 +64,63 @@ pub fn exp2_neg_weight(t: i64) -> i64 {
     round_shift(exp2_neg_q30_frac(t), 30 - WEIGHT_BITS + n as u32)
 }
 
-/// Running maximum and sum of one softmax row over integer logits.
+/// Fractional bits of the SDPA softmax weights ([`exp2_neg_q15`]): Q15, so that a weight fits
+/// the signed 16-bit operands of the Cortex-M `SMLAD` (two weights per register in `P·V`).
+pub(crate) const SDPA_WEIGHT_BITS: u32 = 15;
+/// 1.0 in Q15, the rescale factor that changes nothing.
+pub(crate) const SDPA_ONE: i64 = 1 << SDPA_WEIGHT_BITS;
+/// Largest SDPA weight: `2^15 - 1` (the weight of the maximum, 1.0, is capped one step below so
+/// it is a signed 16-bit value).
+pub(crate) const SDPA_WEIGHT_MAX: u32 = (1 << SDPA_WEIGHT_BITS) - 1;
+
+/// `round(2^31 · 2^(-k/64))` for `k` in `0..64` (checked against f64 in the tests).
+const EXP2_NEG_64THS_Q31: [u32; 64] = [
+    2147483648, 2124350982, 2101467502, 2078830522, 2056437387, 2034285470, 2012372174, 1990694927,
+    1969251188, 1948038440, 1927054196, 1906295993, 1885761398, 1865448001, 1845353420, 1825475297,
+    1805811301, 1786359126, 1767116489, 1748081133, 1729250827, 1710623359, 1692196547, 1673968228,
+    1655936265, 1638098541, 1620452965, 1602997467, 1585730000, 1568648537, 1551751076, 1535035634,
+    1518500250, 1502142985, 1485961921, 1469955159, 1454120821, 1438457051, 1422962010, 1407633882,
+    1392470869, 1377471191, 1362633090, 1347954824, 1333434672, 1319070932, 1304861917, 1290805962,
+    1276901417, 1263146652, 1249540052, 1236080024, 1222764986, 1209593378, 1196563654, 1183674286,
+    1170923762, 1158310587, 1145833280, 1133490379, 1121280436, 1109202018, 1097253708, 1085434106,
+];
+/// `round(ln 2 · 2^32)`.
+const LN2_Q32: u32 = 2977044472;
+/// `round(ln 2 / 3 · 2^32)`.
+const LN2_THIRD_Q32: u32 = 992348157;
+
+/// `2^-t` in Q15, rounded (half up), for `t >= 0` in Q20: in `[0, 2^15]`, exactly `2^15` for
+/// `t = 0` and 0 from `t = 17` on. Unsigned 32-bit arithmetic only (five 32×32→64
+/// multiplies, one table load): `t = n + k/64 + r` with `2^-n` a shift, `2^(-k/64)` a Q31
+/// table and `2^-r = e^(-r·ln2) ≈ 1 - u + u²/2 - u³/6` for `u = r·ln2 < 0.011` (truncation
+/// below `1e-9`, against a Q15 step of `3e-5`).
+#[inline]
+pub(crate) fn exp2_neg_q15(t: u64) -> u32 {
+    if t >= 17 << LOGIT_FRAC_BITS {
+        return 0;
+    }
+    let t = t as u32;
+    let n = t >> LOGIT_FRAC_BITS;
+    let k = (t >> (LOGIT_FRAC_BITS - 6)) & 63;
+    let r = t & ((1 << (LOGIT_FRAC_BITS - 6)) - 1);
+    let hi = |a: u32, b: u32| ((a as u64 * b as u64) >> 32) as u32;
+    // u = r·ln2 / 2^20 in Q31: (r · 2^11) · ln2·2^32 / 2^32.
+    let u = hi(r << 11, LN2_Q32);
+    // u/3 in Q32.
+    let u3 = hi(r << 12, LN2_THIRD_Q32);
+    // 1 - u + u²/2 - u³/6 in Q31 (u² in Q62 over 2^32 is u²/2 in Q31).
+    let half_sq = hi(u, u);
+    let poly = (1u32 << 31) - u + half_sq - hi(half_sq, u3);
+    let table = EXP2_NEG_64THS_Q31.get(k as usize).copied().unwrap_or(0);
+    // Q31 · Q31 / 2^32 = Q30; to Q15 with the 2^-n shift, rounded.
+    let x = hi(table, poly);
+    let s = 15 + n;
+    (x + (1 << (s - 1))) >> s
+}
+
+/// Running maximum and sum of one SDPA softmax row (Q15 weights from [`exp2_neg_q15`]). The
+/// maximum is kept in whatever units the caller's logits are in (raw dot products or
+/// fixed-point logits); the caller turns differences to the maximum into Q20 base-2 units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct IntOnlineSoftmax {
     max: i64,
@@ -82,39 +138,48 @@ impl IntOnlineSoftmax {
         }
     }
 
-    /// Folds in a non-empty tile of logits, replacing each by its Q16 weight
-    /// `2^(z - running_max)`. Returns the Q16 factor by which everything accumulated from
-    /// earlier tiles must be multiplied ([`WEIGHT_ONE`]: unchanged).
+    /// Folds in the maximum of a new tile; `to_t` turns a non-negative difference of logits
+    /// into Q20 base-2 units. Returns the Q15 factor by which everything accumulated from
+    /// earlier tiles must be multiplied ([`SDPA_ONE`]: unchanged), and the running maximum.
     #[inline]
-    pub(crate) fn update(&mut self, tile: &mut [i64]) -> i64 {
-        let tile_max = tile.iter().copied().max().unwrap_or(i64::MIN);
-        let mut factor = WEIGHT_ONE;
+    pub(crate) fn fold_max(&mut self, tile_max: i64, to_t: impl Fn(u64) -> u64) -> (i64, i64) {
+        let mut factor = SDPA_ONE;
         if !self.seen {
             self.max = tile_max;
             self.seen = true;
         } else if tile_max > self.max {
-            factor = exp2_neg_weight(tile_max - self.max);
-            self.sum = rescale(self.sum, factor);
+            factor = exp2_neg_q15(to_t(tile_max.abs_diff(self.max))) as i64;
+            if factor != SDPA_ONE {
+                self.sum = rescale(self.sum, factor);
+            }
             self.max = tile_max;
         }
-        for z in tile.iter_mut() {
-            let w = exp2_neg_weight(self.max - *z);
-            self.sum += w;
-            *z = w;
-        }
-        factor
+        (factor, self.max)
     }
 
-    /// Sum of the weights (Q16); 0 for a row that saw no key.
+    /// Adds the weights of a tile to the running sum.
+    #[inline]
+    pub(crate) fn add(&mut self, weights: i64) {
+        self.sum += weights;
+    }
+
+    /// Sum of the weights (Q15); 0 for a row that saw no key.
     pub(crate) fn sum(&self) -> i64 {
         self.sum
     }
 }
 
-/// `x · factor / 2^16` rounded: applies a Q16 rescale factor.
+/// The SDPA weight of a logit `t >= 0` (Q20) below the maximum: [`exp2_neg_q15`] capped at
+/// [`SDPA_WEIGHT_MAX`].
+#[inline]
+pub(crate) fn sdpa_weight(t: u64) -> i32 {
+    exp2_neg_q15(t).min(SDPA_WEIGHT_MAX) as i32
+}
+
+/// `x · factor / 2^15` rounded: applies a Q15 rescale factor.
 #[inline]
 pub(crate) fn rescale(x: i64, factor: i64) -> i64 {
-    round_shift(x * factor, WEIGHT_BITS)
+    round_shift(x * factor, SDPA_WEIGHT_BITS)
 }
 
 /// Writes `round(acc[c] / sum · out_multiplier)` saturated to int8 for every column: the
@@ -181,6 +246,39 @@ mod tests {
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(exp2_neg_q30_frac(0), 1 << 30);
+    }
+
+    #[test]
+    fn q15_table_matches_f64() {
+        for (k, &t) in EXP2_NEG_64THS_Q31.iter().enumerate() {
+            let exact = libm::exp2(-(k as f64) / 64.0) * (1u64 << 31) as f64;
+            assert!((t as f64 - exact).abs() <= 0.5, "k = {k}");
+        }
+        assert_eq!(
+            LN2_Q32 as f64,
+            libm::round(core::f64::consts::LN_2 * (1u64 << 32) as f64)
+        );
+    }
+
+    #[test]
+    fn q15_weights_round_to_the_exact_value() {
+        assert_eq!(exp2_neg_q15(0), 1 << 15);
+        assert_eq!(sdpa_weight(0), (1 << 15) - 1);
+        assert_eq!(exp2_neg_q15(1 << 20), 1 << 14);
+        assert_eq!(exp2_neg_q15(15 << 20), 1);
+        assert_eq!(exp2_neg_q15(16 << 20), 1); // 0.5 rounds up
+        assert_eq!(exp2_neg_q15((16 << 20) + 64), 0);
+        assert_eq!(exp2_neg_q15(17 << 20), 0);
+        assert_eq!(exp2_neg_q15(u64::MAX), 0);
+        // Every t of the first two units, then a stride: within half a step plus 1e-3 of
+        // a step of the exact value (the polynomial and the truncations).
+        let mut worst = 0.0f64;
+        for t in (0..(2u64 << 20)).chain((0..(18u64 << 20)).step_by(1021)) {
+            let exact = libm::exp2(-(t as f64) / (1u64 << 20) as f64) * 32768.0;
+            let err = (exp2_neg_q15(t) as f64 - exact).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst <= 0.5002, "worst error {worst} steps");
     }
 
     #[test]
