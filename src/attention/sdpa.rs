@@ -282,7 +282,7 @@ fn attend<E: Element>(
 /// Calls `f(head, q_head, k_head, v_head, out_head)` for every query head, with the KV head
 /// that query head reads. Shapes must have been validated.
 #[inline]
-fn for_each_head<E>(
+pub(crate) fn for_each_head<E>(
     q: &[E],
     k: &[E],
     v: &[E],

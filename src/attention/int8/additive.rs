@@ -110,8 +110,10 @@ pub fn int8_additive_attention(
     let all = scratch
         .get_mut(..needed)
         .ok_or(Error::ScratchTooSmall { needed, found })?;
-    let (pre, rest) = all.split_at_mut(shape.a);
-    let (z, acc) = rest.split_at_mut(shape.l);
+    // `needed` covers the three parts; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall { needed, found };
+    let (pre, rest) = all.split_at_mut_checked(shape.a).ok_or(short)?;
+    let (z, acc) = rest.split_at_mut_checked(shape.l).ok_or(short)?;
     run(
         query, keys, values, shape, params, pre, z, acc, context, weights,
     );
@@ -199,7 +201,8 @@ fn run(
     let AdditiveShape { dq, dk, .. } = shape;
     for (i, (p, w_row)) in pre
         .iter_mut()
-        .zip(params.w_query.chunks_exact(dq))
+        // `dq` is never 0 (`max` only keeps the chunking from asserting it).
+        .zip(params.w_query.chunks_exact(dq.max(1)))
         .enumerate()
     {
         let s: i32 = w_row

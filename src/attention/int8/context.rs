@@ -32,7 +32,10 @@ pub(crate) fn tanh_q30(x: i64) -> i64 {
         round_shift(exp2_neg_q30_frac(t), n)
     };
     let one = 1i64 << 30;
-    let r = (((one - e) << 30) + (one + e) / 2) / (one + e);
+    // `one + e` is in [2^30, 2^31]: the checked division never fails, it only keeps a panic
+    // path out of the code.
+    let den = one + e;
+    let r = (((one - e) << 30) + den / 2).checked_div(den).unwrap_or(0);
     if x < 0 {
         -r
     } else {
@@ -75,7 +78,9 @@ impl<'a> Int8TanhMultipliers<'a> {
         let storage = storage
             .get_mut(..needed)
             .ok_or(Error::ScratchTooSmall { needed, found })?;
-        let (query, key) = storage.split_at_mut(w_query_scales.len());
+        let (query, key) = storage
+            .split_at_mut_checked(w_query_scales.len())
+            .ok_or(Error::ScratchTooSmall { needed, found })?;
         let unit = (1u64 << LOGIT_FRAC_BITS) as f64;
         for (m, &w) in query.iter_mut().zip(w_query_scales) {
             *m = FixedMultiplier::from_real(checked(query_scale)? * checked(w)? * unit)?;
@@ -146,8 +151,13 @@ pub(crate) fn tanh_score(
 ) -> i64 {
     let dk = k.len();
     let mut s = 0i64;
-    for (a, (&p, &va)) in pre.iter().zip(v).enumerate() {
-        let row = &w_key[a * stride..][..dk];
+    // Row `a` of `W_k` is the first `dk` elements of its `stride`-long chunk (validated: the
+    // checks only keep panics out of the code; `stride` is never 0).
+    let rows = w_key.chunks(stride.max(1));
+    for (a, ((&p, &va), row)) in pre.iter().zip(v).zip(rows).enumerate() {
+        let Some(row) = row.get(..dk) else {
+            break;
+        };
         let acc: i32 = row.iter().zip(k).map(|(&w, &x)| w as i32 * x as i32).sum();
         s += va as i64 * tanh_q30(p + unit(key, a).mul_round(acc));
     }
@@ -172,7 +182,8 @@ pub(crate) fn score_allowed(
         ) else {
             continue;
         };
-        for (s, k_row) in z_run.iter_mut().zip(k_run.chunks_exact(dk)) {
+        // `dk` is never 0 (`max` only keeps the chunking from asserting it).
+        for (s, k_row) in z_run.iter_mut().zip(k_run.chunks_exact(dk.max(1))) {
             *s = score(k_row);
         }
     }
@@ -198,7 +209,8 @@ pub(crate) fn softmax_context(
         return;
     };
     let mut sum = 0i64;
-    for (s, v_row) in z.iter_mut().zip(values.chunks_exact(dv)) {
+    // `dv` is never 0 (`max` only keeps the chunking from asserting it).
+    for (s, v_row) in z.iter_mut().zip(values.chunks_exact(dv.max(1))) {
         let w = if *s == MASKED {
             0
         } else {
@@ -214,7 +226,10 @@ pub(crate) fn softmax_context(
         }
     }
     for (o, &w) in weights.iter_mut().zip(z.iter()) {
-        let q = ((w << WEIGHT_Q15_BITS) + sum / 2) / sum;
+        // `sum > 0`: the allowed key with the largest logit weighs 1.
+        let q = ((w << WEIGHT_Q15_BITS) + sum / 2)
+            .checked_div(sum)
+            .unwrap_or(0);
         *o = q.min(i16::MAX as i64) as i16;
     }
     normalize_row(acc, sum, out, context);

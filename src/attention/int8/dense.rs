@@ -197,6 +197,8 @@ pub(crate) fn dense_rows(
     outputs: usize,
 ) -> i64 {
     let mut peak = 0i64;
+    // Validated sizes are never 0 (`max` only keeps the chunking from asserting it).
+    let (inputs, outputs) = (inputs.max(1), outputs.max(1));
     for (x_row, y_row) in x.chunks_exact(inputs).zip(y.chunks_exact_mut(outputs)) {
         for (c, (o, w_row)) in y_row
             .iter_mut()

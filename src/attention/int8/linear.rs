@@ -10,6 +10,7 @@
 //! share every rounding, so the ratio stays accurate to about `2^-20`.
 
 use super::softmax::{exp2_neg_weight, normalize_row, LOGIT_FRAC_BITS, WEIGHT_ONE};
+use crate::attention::sdpa::for_each_head;
 use crate::attention::AttentionShape;
 use crate::error::{check_len, product, Error};
 use crate::quant::{round_shift, FixedMultiplier};
@@ -148,9 +149,13 @@ pub fn int8_linear_attention(
     let all = scratch
         .get_mut(..needed)
         .ok_or(Error::ScratchTooSmall { needed, found })?;
-    let (s, rest) = all.split_at_mut(product(&[shape.d, shape.dv])?);
-    let (z, rest) = rest.split_at_mut(shape.d);
-    let (phi_q, acc) = rest.split_at_mut(shape.d);
+    // `needed` covers the four parts; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall { needed, found };
+    let (s, rest) = all
+        .split_at_mut_checked(product(&[shape.d, shape.dv])?)
+        .ok_or(short)?;
+    let (z, rest) = rest.split_at_mut_checked(shape.d).ok_or(short)?;
+    let (phi_q, acc) = rest.split_at_mut_checked(shape.d).ok_or(short)?;
     run(q, k, v, out, shape, params, s, z, phi_q, acc);
     Ok(())
 }
@@ -235,32 +240,18 @@ fn run(
     phi_q: &mut [i64],
     acc: &mut [i64],
 ) {
-    let AttentionShape {
-        heads,
-        kv_heads,
-        lq,
-        lk,
-        d,
-        dv,
-    } = shape;
-    let group = heads / kv_heads;
-    for (h, (q_h, out_h)) in q
-        .chunks_exact(lq * d)
-        .zip(out.chunks_exact_mut(lq * dv))
-        .enumerate()
-    {
-        let kvh = h / group;
-        let k_h = &k[kvh * lk * d..][..lk * d];
-        let v_h = &v[kvh * lk * dv..][..lk * dv];
+    let AttentionShape { lk, d, dv, .. } = shape;
+    // Never zero after validation; tested once so that chunking cannot panic.
+    if d == 0 || dv == 0 {
+        return;
+    }
+    for_each_head(q, k, v, out, shape, |_, q_h, k_h, v_h, out_h| {
         s.fill(0);
         z.fill(0);
         let mut seen = if params.causal { 0 } else { lk };
         add_keys(k_h, v_h, 0..seen, &params.key, s, z);
-        for (i, (q_row, out_row)) in q_h
-            .chunks_exact(d)
-            .zip(out_h.chunks_exact_mut(dv))
-            .enumerate()
-        {
+        let rows = q_h.chunks_exact(d).zip(out_h.chunks_exact_mut(dv));
+        for (i, (q_row, out_row)) in rows.enumerate() {
             if params.causal {
                 add_keys(k_h, v_h, seen..i + 1, &params.key, s, z);
                 seen = i + 1;
@@ -271,7 +262,7 @@ fn run(
             let den = contract(phi_q, s, z, acc, params.eps_q32);
             normalize_row(acc, den, params.out, out_row);
         }
-    }
+    });
 }
 
 /// `S += φ(k_j) v_jᵀ`, `z += φ(k_j)` for the keys in `range`.
@@ -283,10 +274,21 @@ fn add_keys(
     s: &mut [i64],
     z: &mut [i64],
 ) {
-    let (d, dv) = (z.len(), s.len() / z.len());
-    for j in range {
-        let k_row = &k[j * d..][..d];
-        let v_row = &v[j * dv..][..dv];
+    let d = z.len();
+    let Some(dv) = s.len().checked_div(d) else {
+        return;
+    };
+    // The keys of `range` (within the head after validation), as whole rows.
+    let (Some(k_rows), Some(v_rows)) = (
+        k.get(range.start * d..range.end * d),
+        v.get(range.start * dv..range.end * dv),
+    ) else {
+        return;
+    };
+    if dv == 0 {
+        return;
+    }
+    for (k_row, v_row) in k_rows.chunks_exact(d).zip(v_rows.chunks_exact(dv)) {
         for ((&x, zd), s_row) in k_row.iter().zip(z.iter_mut()).zip(s.chunks_exact_mut(dv)) {
             let phi = feature.phi(x);
             *zd += phi;
@@ -311,7 +313,8 @@ fn contract(phi_q: &mut [i64], s: &[i64], z: &[i64], acc: &mut [i64], eps_q32: i
     }
     acc.fill(0);
     let mut den = 0i64;
-    for ((&p, &zd), s_row) in phi_q.iter().zip(z.iter()).zip(s.chunks_exact(dv)) {
+    // `dv` is never 0 (`max` only keeps the chunking from asserting it).
+    for ((&p, &zd), s_row) in phi_q.iter().zip(z.iter()).zip(s.chunks_exact(dv.max(1))) {
         if p == 0 {
             continue;
         }

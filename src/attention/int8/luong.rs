@@ -172,8 +172,12 @@ pub fn int8_luong_attention(
     let all = scratch
         .get_mut(..needed)
         .ok_or(Error::ScratchTooSmall { needed, found })?;
-    let (pre, rest) = all.split_at_mut(params.score.pre_len(d));
-    let (z, acc) = rest.split_at_mut(l);
+    // `needed` covers the three parts; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall { needed, found };
+    let (pre, rest) = all
+        .split_at_mut_checked(params.score.pre_len(d))
+        .ok_or(short)?;
+    let (z, acc) = rest.split_at_mut_checked(l).ok_or(short)?;
     run(
         query, keys, values, d, params, pre, z, acc, context, weights,
     );
@@ -297,7 +301,8 @@ fn run(
         Int8LuongScore::General { w, logit } => {
             // u_c = Σ_r q_r W[r][c]: exact, |u_c| <= 2^14 · d.
             pre.fill(0);
-            for (&q, w_row) in query.iter().zip(w.chunks_exact(d)) {
+            // `d` is never 0 (`max` only keeps the chunking from asserting it).
+            for (&q, w_row) in query.iter().zip(w.chunks_exact(d.max(1))) {
                 for (u, &x) in pre.iter_mut().zip(w_row) {
                     *u += q as i64 * x as i64;
                 }
@@ -309,8 +314,10 @@ fn run(
             })
         }
         Int8LuongScore::Concat { w, v, tanh, logit } => {
-            for (i, (p, w_row)) in pre.iter_mut().zip(w.chunks_exact(2 * d)).enumerate() {
-                let acc: i32 = w_row[..d]
+            // Row `i` of `W` is `[W_q | W_k]`; zipping with the `d`-long query reads `W_q`.
+            let rows = w.chunks_exact((2 * d).max(1));
+            for (i, (p, w_row)) in pre.iter_mut().zip(rows).enumerate() {
+                let acc: i32 = w_row
                     .iter()
                     .zip(query)
                     .map(|(&a, &b)| a as i32 * b as i32)

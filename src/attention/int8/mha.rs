@@ -104,10 +104,12 @@ pub fn int8_mha(
     if found < needed {
         return Err(Error::ScratchTooSmall { needed, found });
     }
-    let (q, rest) = scratch.split_at_mut(q_len);
-    let (k, rest) = rest.split_at_mut(kv_len);
-    let (v, rest) = rest.split_at_mut(kv_len);
-    let attn = &mut rest[..q_len];
+    // `needed` covers the four areas; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall { needed, found };
+    let (q, rest) = scratch.split_at_mut_checked(q_len).ok_or(short)?;
+    let (k, rest) = rest.split_at_mut_checked(kv_len).ok_or(short)?;
+    let (v, rest) = rest.split_at_mut_checked(kv_len).ok_or(short)?;
+    let attn = rest.get_mut(..q_len).ok_or(short)?;
     let attention =
         AttentionShape::multi_head(shape.heads, shape.heads, shape.lq, shape.lk, hd, hd);
     validate_sdpa(q, k, v, attn.len(), attention, &params.attention)?;
@@ -124,10 +126,21 @@ pub fn int8_mha(
     };
     int8_sdpa(q, k, v, attn, attention, &params.attention, acc)?;
     peaks.attention = attn.iter().map(|&x| (x as i64).abs()).max().unwrap_or(0);
-    // Concatenate the heads into the free Q area: row i is [head 0 | head 1 | ...].
-    for (h, attn_h) in attn.chunks_exact(shape.lq * hd).enumerate() {
-        for (row, head_row) in q.chunks_exact_mut(e).zip(attn_h.chunks_exact(hd)) {
-            row[h * hd..][..hd].copy_from_slice(head_row);
+    // Concatenate the heads into the free Q area: row i is [head 0 | head 1 | ...]. (Sizes
+    // are never 0: `max` only keeps the chunking from asserting it.)
+    let (hd, e) = (hd.max(1), e.max(1));
+    for (h, attn_h) in attn.chunks_exact((shape.lq * hd).max(1)).enumerate() {
+        // Not `zip`: its out-of-line copy keeps a division by the chunk size.
+        let mut head_rows = attn_h.chunks_exact(hd);
+        for row in q.chunks_exact_mut(e) {
+            let (Some(head_row), Some(slot)) =
+                (head_rows.next(), row.get_mut(h * hd..(h + 1) * hd))
+            else {
+                break;
+            };
+            for (x, &y) in slot.iter_mut().zip(head_row) {
+                *x = y;
+            }
         }
     }
     peaks.out = dense_rows(q, &params.out_proj, out, e, e);
@@ -139,9 +152,10 @@ pub fn int8_mha(
 
 /// `x [rows, E]` through `layer` written head-major `[heads, rows, hd]`; returns the peak.
 fn project_heads(x: &[i8], layer: &Int8Dense<'_>, out: &mut [i8], e: usize, hd: usize) -> i64 {
-    let rows = x.len() / e;
+    let rows = x.len().checked_div(e).unwrap_or(0);
     let mut peak = 0;
-    for (h, out_h) in out.chunks_exact_mut(rows * hd).enumerate() {
+    // Never 0 after validation (`max` only keeps the chunking from asserting it).
+    for (h, out_h) in out.chunks_exact_mut((rows * hd).max(1)).enumerate() {
         let head = layer.rows(h * hd, hd, e);
         peak = peak.max(dense_rows(x, &head, out_h, e, hd));
     }
