@@ -5,11 +5,14 @@
 //!   word), then two keys at a time are read a word at a time, unpacked with `SXTB16` (and
 //!   `SXTB16 …, ROR #8`) and accumulated with `SMLAD` (two 16×16 products per instruction):
 //!   per 4 bytes of 2 keys, 1 `LDRD` of query pairs, 2 `LDR`, 4 `SXTB16`, 4 `SMLAD`.
-//! - [`pv_i8`]: the softmax weights reach `2^16`, one bit more than `SMLAD`'s signed 16-bit
-//!   operands hold, so the weighted sum uses `SMLAWB`/`SMLAWT` (32×16 → top 32 bits): with the
-//!   weight pre-shifted by 8 and each value byte in the high byte of a halfword (`v·256`),
-//!   `(w·2^8 · v·2^8) >> 16 = w·v` exactly. Two value rows per pass over blocks of four
-//!   accumulators (`LDM`/`STM`): per 4 bytes of 2 rows, 2 `LDR`, 4 `AND`, 8 `SMLAW`.
+//! - [`pv_i8`]: two value rows per pass over blocks of four accumulators (`LDM`/`STM`). With
+//!   signed 16-bit weights (the SDPA's Q15 softmax weights) both weights sit in one register
+//!   and the rows' bytes are interleaved into `(row0[c], row1[c])` halfword pairs (`PKHBT`,
+//!   `PKHTB`, `SXTB16`), so one `SMLAD` does both rows of a column: per 4 bytes of 2 rows,
+//!   2 `LDR`, 2 `PKH`, 4 `SXTB16`, 4 `SMLAD`. Wider weights (up to `2^23`) use
+//!   `SMLAWB`/`SMLAWT` (32×16 → top 32 bits): with the weight pre-shifted by 8 and each value
+//!   byte in the high byte of a halfword (`v·256`), `(w·2^8 · v·2^8) >> 16 = w·v` exactly;
+//!   per 4 bytes of 2 rows, 2 `LDR`, 4 `AND`, 8 `SMLAW`.
 //!
 //! Both give exactly the bits of [`super::scalar`] (wrapping `i32` arithmetic). The caller
 //! ([`super::int8`]) checks that every key / value row is in bounds.
@@ -199,9 +202,15 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
 pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let cols = acc.len();
     let body = cols & !3;
-    // `SMLAW` needs `w · 2^8` in an i32: |w| < 2^23 (softmax weights are at most 2^16).
+    if w.is_empty() || body == 0 {
+        scalar::pv_i8(w, v, stride, acc);
+        return;
+    }
+    // Signed 16-bit weights (the SDPA's Q15 softmax weights): two rows per `SMLAD`.
+    let narrow = w.iter().all(|&x| i16::try_from(x).is_ok());
+    // `SMLAW` needs `w · 2^8` in an i32: |w| < 2^23.
     let in_range = w.iter().all(|&x| (-(1 << 23)..(1 << 23)).contains(&x));
-    if w.is_empty() || body == 0 || !in_range {
+    if !narrow && !in_range {
         scalar::pv_i8(w, v, stride, acc);
         return;
     }
@@ -210,14 +219,23 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
     for two in &mut rows {
         if let [w0, w1] = two {
             let row = v.as_ptr().add(j * stride);
-            pv2(w0 << 8, w1 << 8, row, stride, acc.as_mut_ptr(), body / 4);
+            if narrow {
+                let pair = (*w0 as u16 as u32) | (*w1 as u32) << 16;
+                pv2_pair(pair, row, stride, acc.as_mut_ptr(), body / 4);
+            } else {
+                pv2(w0 << 8, w1 << 8, row, stride, acc.as_mut_ptr(), body / 4);
+            }
         }
         j += 2;
     }
     if let [w0] = rows.remainder() {
         // One row left: a second weight of 0 adds nothing (and reads row j again).
         let row = v.as_ptr().add(j * stride);
-        pv2(w0 << 8, 0, row, 0, acc.as_mut_ptr(), body / 4);
+        if narrow {
+            pv2_pair(*w0 as u16 as u32, row, 0, acc.as_mut_ptr(), body / 4);
+        } else {
+            pv2(w0 << 8, 0, row, 0, acc.as_mut_ptr(), body / 4);
+        }
     }
     let tail = acc.chunks_exact_mut(4).into_remainder();
     if !tail.is_empty() {
@@ -227,6 +245,82 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
                 *a = a.wrapping_add(wj.wrapping_mul(x as i32));
             }
         }
+    }
+}
+
+/// One block of four columns of `pv2_pair`: four bytes of both rows interleaved into
+/// `(row0[c], row1[c])` halfword pairs, one `SMLAD` per column.
+macro_rules! pv2_pair_block {
+    () => {
+        concat!(
+            "ldm {acc}, {{r0, r1, r2, r3}}\n",
+            "ldr {a}, [{row}, {stride}]\n",
+            "ldr {b}, [{row}], #4\n",
+            // Halfwords (row0 bytes 0-1, row1 bytes 0-1) and (row0 bytes 2-3, row1 bytes 2-3).
+            "pkhbt {x}, {b}, {a}, lsl #16\n",
+            "pkhtb {a}, {a}, {b}, asr #16\n",
+            "sxtb16 {b}, {x}\n",
+            "smlad r0, {w}, {b}, r0\n",
+            "sxtb16 {x}, {x}, ror #8\n",
+            "smlad r1, {w}, {x}, r1\n",
+            "sxtb16 {b}, {a}\n",
+            "smlad r2, {w}, {b}, r2\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad r3, {w}, {a}, r3\n",
+            "stm {acc}!, {{r0, r1, r2, r3}}\n",
+        )
+    };
+}
+
+/// Adds `w0·row0 + w1·row1` (`pair = w0 | w1 << 16`, signed 16-bit weights;
+/// `row1 = row0 + stride`) to `blocks` blocks of four `i32` accumulators: per block, two
+/// `LDR`, two `PKH`, four `SXTB16`, four `SMLAD`; two blocks per iteration.
+///
+/// # Safety
+/// `acc` holds `4 · blocks` `i32`s (4-byte aligned); both rows are readable for
+/// `4 · blocks` bytes; `blocks >= 1`.
+#[inline(always)]
+unsafe fn pv2_pair(pair: u32, row0: *const i8, stride: usize, acc: *mut i32, blocks: usize) {
+    let (mut acc, mut row) = (acc, row0);
+    if blocks & 1 == 1 {
+        asm!(
+            pv2_pair_block!(),
+            acc = inout(reg) acc,
+            row = inout(reg) row,
+            stride = in(reg) stride,
+            w = in(reg) pair,
+            a = out(reg) _,
+            b = out(reg) _,
+            x = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack),
+        );
+    }
+    let pairs = blocks >> 1;
+    if pairs > 0 {
+        asm!(
+            "2:",
+            pv2_pair_block!(),
+            pv2_pair_block!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            n = inout(reg) pairs => _,
+            acc = inout(reg) acc => _,
+            row = inout(reg) row => _,
+            stride = in(reg) stride,
+            w = in(reg) pair,
+            a = out(reg) _,
+            b = out(reg) _,
+            x = out(reg) _,
+            out("r0") _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            options(nostack),
+        );
     }
 }
 

@@ -7,7 +7,9 @@
 
 use super::bias::Int8Bias;
 use super::score::{Int8Logits, MAX_D};
-use super::softmax::{normalize_row, rescale, sdpa_weight, IntOnlineSoftmax, SDPA_ONE};
+use super::softmax::{
+    normalize_row, rescale, sdpa_weight, sdpa_weight_q20, IntOnlineSoftmax, SDPA_ONE, WEIGHT_ZERO_T,
+};
 use crate::arch;
 use crate::attention::{AttentionShape, Score, TILE};
 use crate::error::{check_len, Error};
@@ -265,13 +267,67 @@ fn run(
     }
 }
 
-/// `round(diff · m)` for a non-negative difference of raw dot products: the base-2 logit
-/// difference in Q20 (below `2^62`: `diff <= 2^31`, the multiplier below `2^31`).
+/// Keys whose `P·V` products an `i32` partial sum holds exactly: `511 · 2^22 < 2^31`.
+const PENDING_KEYS: usize = 511;
+
+/// Adds the partial sums to the `i64` accumulators and clears them.
 #[inline]
-fn scaled_diff(m: FixedMultiplier, diff: u64) -> u64 {
-    let p = diff * m.multiplier() as u64;
-    let n = m.right_shift();
-    (p + ((1u64 << n) >> 1)) >> n
+fn flush(acc: &mut [i64], parts: &mut [i32; PV_COLUMNS], pending: &mut usize) {
+    if *pending == 0 {
+        return;
+    }
+    for (a, p) in acc.iter_mut().zip(parts.iter_mut()) {
+        *a += *p as i64;
+        *p = 0;
+    }
+    *pending = 0;
+}
+
+/// The dot logit multiplier `m` (base-2 Q20 logit units per unit of a raw dot product) for
+/// differences of raw dot products: `t = floor(diff · m_q32 / 2^32)` with
+/// `m_q32 = round(m · 2^32)` split into 32-bit halves (an absolute error below 0.5 Q20 units
+/// for `diff <= 2^31`), and the smallest difference whose weight is 0 for certain.
+#[derive(Debug, Clone, Copy)]
+struct DiffScale {
+    lo: u32,
+    hi: u32,
+    /// `t >= 17` (weight 0) from this difference on; below it `t < 17 · 2^20`.
+    cutoff: u32,
+}
+
+impl DiffScale {
+    /// Once per call (one 64-bit division).
+    fn new(m: FixedMultiplier) -> Self {
+        let mult = m.multiplier().unsigned_abs() as u64; // < 2^31
+        let n = m.right_shift(); // 0..=63
+        let q32 = if n <= 32 {
+            mult << (32 - n) // < 2^63
+        } else {
+            let n = n - 32;
+            (mult + ((1u64 << n) >> 1)) >> n
+        };
+        let limit = (WEIGHT_ZERO_T as u64) << 32;
+        let cutoff = match limit.checked_div(q32) {
+            Some(q) => q + u64::from(q * q32 != limit),
+            None => u64::MAX,
+        };
+        DiffScale {
+            lo: q32 as u32,
+            hi: (q32 >> 32) as u32,
+            cutoff: u32::try_from(cutoff).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The Q20 logit difference of a raw dot-product difference (`diff <= 2^31`), saturated
+    /// at [`WEIGHT_ZERO_T`].
+    #[inline(always)]
+    fn t(self, diff: u32) -> u32 {
+        if diff >= self.cutoff {
+            return WEIGHT_ZERO_T;
+        }
+        // diff · m_q32 < 17 · 2^52: the sum stays below 2^25.
+        ((diff as u64 * self.lo as u64) >> 32) as u32 + diff.wrapping_mul(self.hi)
+    }
 }
 
 /// One query row of one head: integer logits tile by tile, online integer softmax with Q15
@@ -303,10 +359,14 @@ fn attend_row(
         _ => None,
     };
     let no_bias = matches!(params.bias, Int8Bias::None);
+    let diff_scale = dot_logit.map(DiffScale::new);
     let mut logits = [0i64; TILE];
     // Raw dot products of a tile (from one call of the arch primitive: SMLAD on the Cortex-M
     // DSP cores, Helium on the M55), then the tile's Q15 weights.
     let mut weights = [0i32; TILE];
+    // P·V partial sums of the last `pending` keys (when dv <= PV_COLUMNS).
+    let mut parts = [0i32; PV_COLUMNS];
+    let mut pending = 0usize;
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
         while start < run.end {
@@ -321,17 +381,21 @@ fn attend_row(
                 break;
             };
             let raw_ok = dot_logit.is_some() && arch::dot_i8_keys(q_row, keys, d, w).is_ok();
-            let factor = match dot_logit {
-                Some(m) if raw_ok && no_bias => {
+            let factor = match (dot_logit, diff_scale) {
+                (Some(_), Some(ds)) if raw_ok && no_bias => {
                     let tile_max = w.iter().copied().max().unwrap_or(0);
-                    let (factor, max) = softmax.fold_max(tile_max as i64, |x| scaled_diff(m, x));
+                    let (factor, max) = softmax.fold_max(tile_max as i64, |x| {
+                        ds.t(u32::try_from(x).unwrap_or(u32::MAX)) as u64
+                    });
                     let max = max as i32;
-                    let mut sum = 0i64;
+                    // At most TILE · 2^15: no overflow.
+                    let mut sum = 0u32;
                     for x in w.iter_mut() {
-                        *x = sdpa_weight(scaled_diff(m, max.abs_diff(*x) as u64));
-                        sum += *x as i64;
+                        let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
+                        sum += weight;
+                        *x = weight as i32;
                     }
-                    softmax.add(sum);
+                    softmax.add(sum as i64);
                     factor
                 }
                 _ => {
@@ -362,24 +426,33 @@ fn attend_row(
                 }
             };
             if factor != SDPA_ONE {
+                flush(acc, &mut parts, &mut pending);
                 for a in acc.iter_mut() {
                     *a = rescale(*a, factor);
                 }
             }
-            // P·V of the tile in i32, added to the i64 accumulators once per tile: exact, as
-            // |Σ w·v| <= TILE · 2^15 · 128 = 2^27.
+            // P·V of the tile in the i32 partial sums: each key adds at most 2^15 · 128 = 2^22
+            // in magnitude, so up to PENDING_KEYS keys are exact before the partial sums are
+            // added to the i64 accumulators (before a rescale, at the end, and when full).
+            let n = end - start;
+            if pending + n > PENDING_KEYS || dv > PV_COLUMNS {
+                flush(acc, &mut parts, &mut pending);
+            }
+            pending += n;
             for (chunk, acc_chunk) in acc.chunks_mut(PV_COLUMNS).enumerate() {
-                let mut part = [0i32; PV_COLUMNS];
-                let part = part.get_mut(..acc_chunk.len()).unwrap_or_default();
+                let part = parts.get_mut(..acc_chunk.len()).unwrap_or_default();
                 let rows = rows.get(chunk * PV_COLUMNS..).unwrap_or(&[]);
-                if arch::pv_i8(w, rows, dv, part).is_ok() {
-                    for (a, &p) in acc_chunk.iter_mut().zip(part.iter()) {
-                        *a += p as i64;
+                if arch::pv_i8(w, rows, dv, part).is_ok() && dv > PV_COLUMNS {
+                    // More columns than partial sums: one chunk at a time, flushed at once.
+                    for (a, p) in acc_chunk.iter_mut().zip(part.iter_mut()) {
+                        *a += *p as i64;
+                        *p = 0;
                     }
                 }
             }
             start = end;
         }
     }
+    flush(acc, &mut parts, &mut pending);
     normalize_row(acc, softmax.sum(), params.out, out_row);
 }

@@ -89,14 +89,17 @@ const LN2_Q32: u32 = 2977044472;
 /// `round(ln 2 / 3 · 2^32)`.
 const LN2_THIRD_Q32: u32 = 992348157;
 
+/// The Q20 logit difference from which every SDPA weight is 0: 17.
+pub(crate) const WEIGHT_ZERO_T: u32 = 17 << LOGIT_FRAC_BITS;
+
 /// `2^-t` in Q15, rounded (half up), for `t >= 0` in Q20: in `[0, 2^15]`, exactly `2^15` for
 /// `t = 0` and 0 from `t = 17` on. Unsigned 32-bit arithmetic only (five 32×32→64
 /// multiplies, one table load): `t = n + k/64 + r` with `2^-n` a shift, `2^(-k/64)` a Q31
 /// table and `2^-r = e^(-r·ln2) ≈ 1 - u + u²/2 - u³/6` for `u = r·ln2 < 0.011` (truncation
 /// below `1e-9`, against a Q15 step of `3e-5`).
-#[inline]
+#[inline(always)]
 pub(crate) fn exp2_neg_q15(t: u64) -> u32 {
-    if t >= 17 << LOGIT_FRAC_BITS {
+    if t >= WEIGHT_ZERO_T as u64 {
         return 0;
     }
     let t = t as u32;
@@ -174,6 +177,12 @@ impl IntOnlineSoftmax {
 #[inline]
 pub(crate) fn sdpa_weight(t: u64) -> i32 {
     exp2_neg_q15(t).min(SDPA_WEIGHT_MAX) as i32
+}
+
+/// [`sdpa_weight`] of a 32-bit `t` (the SDPA's dot-score path).
+#[inline(always)]
+pub(crate) fn sdpa_weight_q20(t: u32) -> u32 {
+    exp2_neg_q15(t as u64).min(SDPA_WEIGHT_MAX)
 }
 
 /// `x · factor / 2^15` rounded: applies a Q15 rescale factor.
