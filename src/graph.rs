@@ -229,12 +229,17 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
     }
     let nhf = n * hf;
     let nh = n * h;
-    let (xp, rest) = scratch.split_at_mut(nhf);
-    let (acc, rest) = rest.split_at_mut(nhf);
-    let (s_src, rest) = rest.split_at_mut(nh);
-    let (s_dst, rest) = rest.split_at_mut(nh);
-    let (max, rest) = rest.split_at_mut(nh);
-    let sum = &mut rest[..nh];
+    // `needed` covers every area; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall {
+        needed,
+        found: scratch.len(),
+    };
+    let (xp, rest) = scratch.split_at_mut_checked(nhf).ok_or(short)?;
+    let (acc, rest) = rest.split_at_mut_checked(nhf).ok_or(short)?;
+    let (s_src, rest) = rest.split_at_mut_checked(nh).ok_or(short)?;
+    let (s_dst, rest) = rest.split_at_mut_checked(nh).ok_or(short)?;
+    let (max, rest) = rest.split_at_mut_checked(nh).ok_or(short)?;
+    let sum = rest.get_mut(..nh).ok_or(short)?;
     let a = Areas {
         xp,
         acc,
@@ -252,17 +257,40 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
         a.xp,
         LinearShape::new(n, in_features, hf),
     )?;
-    for (node_i, xp_row) in a.xp.chunks_exact(hf).enumerate() {
-        for head in 0..h {
-            let feat = &xp_row[head * f..][..f];
-            let att = |v: &[E]| {
-                feat.iter()
-                    .zip(&v[head * f..][..f])
-                    .map(|(&p, &w)| p * w.to_f32())
-                    .sum::<f32>()
+    // Row `i` (`len` wide) of a per-node area; node ids are `< n` (checked above), so it is
+    // always there: `get` only keeps a panic out of the code. Rows and heads are found this
+    // way rather than by zipping chunk iterators: the out-of-line copy of such a `zip` keeps a
+    // division by the chunk size.
+    fn row<T>(area: &[T], i: usize, len: usize) -> Option<&[T]> {
+        area.get(i * len..(i + 1) * len)
+    }
+    fn row_mut<T>(area: &mut [T], i: usize, len: usize) -> Option<&mut [T]> {
+        area.get_mut(i * len..(i + 1) * len)
+    }
+    let att = |feat: &[f32], v: &[E]| {
+        feat.iter()
+            .zip(v)
+            .map(|(&p, &w)| p * w.to_f32())
+            .sum::<f32>()
+    };
+    for node_i in 0..n {
+        let (Some(xp_row), Some(src_row), Some(dst_row)) = (
+            row(a.xp, node_i, hf),
+            row_mut(a.s_src, node_i, h),
+            row_mut(a.s_dst, node_i, h),
+        ) else {
+            break;
+        };
+        for (head, (s_src, s_dst)) in src_row.iter_mut().zip(dst_row).enumerate() {
+            let (Some(feat), Some(w_src), Some(w_dst)) = (
+                row(xp_row, head, f),
+                row(weights.att_src, head, f),
+                row(weights.att_dst, head, f),
+            ) else {
+                break;
             };
-            a.s_src[node_i * h + head] = att(weights.att_src);
-            a.s_dst[node_i * h + head] = att(weights.att_dst);
+            *s_src = att(feat, w_src);
+            *s_dst = att(feat, w_dst);
         }
     }
 
@@ -277,57 +305,81 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
         let loops = (0..if params.add_self_loops { n } else { 0 }).map(|i| (i, i));
         listed.chain(loops)
     };
-    let score = |a: &Areas<'_>, s: usize, t: usize, head: usize| {
-        leaky(
-            a.s_src[s * h + head] + a.s_dst[t * h + head],
-            params.negative_slope,
-        )
-    };
-
     // Pass 1: maximum score per target and head.
     a.max.fill(f32::NEG_INFINITY);
     for (s, t) in edges() {
-        for head in 0..h {
-            let e = score(&a, s, t, head);
-            let m = &mut a.max[t * h + head];
-            *m = m.max(e);
+        let (Some(src), Some(dst), Some(max)) =
+            (row(a.s_src, s, h), row(a.s_dst, t, h), row_mut(a.max, t, h))
+        else {
+            continue;
+        };
+        for ((&ss, &sd), m) in src.iter().zip(dst).zip(max) {
+            *m = m.max(leaky(ss + sd, params.negative_slope));
         }
     }
     // Pass 2: softmax weights, their sums and the weighted messages.
     a.sum.fill(0.0);
     a.acc.fill(0.0);
     for (s, t) in edges() {
-        for head in 0..h {
-            let w = exp(score(&a, s, t, head) - a.max[t * h + head]);
-            a.sum[t * h + head] += w;
-            let msg = &a.xp[s * hf + head * f..][..f];
-            let dst = &mut a.acc[t * hf + head * f..][..f];
-            for (d, &m) in dst.iter_mut().zip(msg) {
-                *d += w * m;
+        let (Some(src), Some(dst), Some(max), Some(sum), Some(msgs), Some(acc)) = (
+            row(a.s_src, s, h),
+            row(a.s_dst, t, h),
+            row(a.max, t, h),
+            row_mut(a.sum, t, h),
+            row(a.xp, s, hf),
+            row_mut(a.acc, t, hf),
+        ) else {
+            continue;
+        };
+        let heads = src.iter().zip(dst).zip(max).zip(sum).enumerate();
+        for (head, (((&ss, &sd), &m), sum)) in heads {
+            let (Some(msg), Some(dst)) = (row(msgs, head, f), row_mut(acc, head, f)) else {
+                break;
+            };
+            let w = exp(leaky(ss + sd, params.negative_slope) - m);
+            *sum += w;
+            for (d, &x) in dst.iter_mut().zip(msg) {
+                *d += w * x;
             }
         }
     }
 
     // Normalize, combine heads, add the bias.
-    let bias = |k: usize| weights.bias.map_or(0.0, |b| b[k].to_f32());
-    for (node_i, out_row) in out.chunks_exact_mut(out_features).enumerate() {
-        let inv = |head: usize| {
-            let s = a.sum[node_i * h + head];
-            // A node without incoming edges has sum 0: no message, only the bias.
-            if s > 0.0 {
-                1.0 / s
-            } else {
-                0.0
-            }
+    let bias = |k: usize| {
+        weights
+            .bias
+            .and_then(|b| b.get(k))
+            .map_or(0.0, |b| b.to_f32())
+    };
+    // A node without incoming edges has sum 0: no message, only the bias.
+    let inv = |s: f32| if s > 0.0 { 1.0 / s } else { 0.0 };
+    for node_i in 0..n {
+        let (Some(out_row), Some(acc_row), Some(sum_row)) = (
+            row_mut(out, node_i, out_features),
+            row(a.acc, node_i, hf),
+            row(a.sum, node_i, h),
+        ) else {
+            break;
         };
-        let acc_row = &a.acc[node_i * hf..][..hf];
         if params.concat {
-            for (k, o) in out_row.iter_mut().enumerate() {
-                *o = E::from_f32(acc_row[k] * inv(k / f) + bias(k));
+            let mut k = 0;
+            for (head, &s) in sum_row.iter().enumerate() {
+                let (Some(out_h), Some(acc_h)) = (row_mut(out_row, head, f), row(acc_row, head, f))
+                else {
+                    break;
+                };
+                for (o, &x) in out_h.iter_mut().zip(acc_h) {
+                    *o = E::from_f32(x * inv(s) + bias(k));
+                    k += 1;
+                }
             }
         } else {
             for (k, o) in out_row.iter_mut().enumerate() {
-                let total: f32 = (0..h).map(|head| acc_row[head * f + k] * inv(head)).sum();
+                let total: f32 = sum_row
+                    .iter()
+                    .enumerate()
+                    .map(|(head, &s)| acc_row.get(head * f + k).map_or(0.0, |&x| x) * inv(s))
+                    .sum();
                 *o = E::from_f32(total / h as f32 + bias(k));
             }
         }

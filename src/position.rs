@@ -121,24 +121,39 @@ pub fn rope<E: Element>(
     check_len(x, product(&[heads, len, dim])?)?;
     let half = dim / 2;
     // Pair-major order: one `pow` per pair and one `sin`/`cos` per (pair, position), shared by
-    // every head.
+    // every head. (`len * dim` is positive: `max` only keeps the chunking from asserting it.)
+    let head_len = (len * dim).max(1);
     for k in 0..half {
         let inv_freq = inverse_frequency(k, dim, params.base);
-        let (a, b) = match params.layout {
-            RopeLayout::Interleaved => (2 * k, 2 * k + 1),
-            RopeLayout::Half => (k, k + half),
-        };
         for l in 0..len {
             let (s, c) = sin_cos(position(params.pos_offset, l), inv_freq);
-            for head in x.chunks_exact_mut(len * dim) {
-                let row = &mut head[l * dim..][..dim];
-                let (xa, xb) = (row[a].to_f32(), row[b].to_f32());
-                row[a] = E::from_f32(xa * c - xb * s);
-                row[b] = E::from_f32(xa * s + xb * c);
+            for head in x.chunks_exact_mut(head_len) {
+                let row = head.get_mut(l * dim..(l + 1) * dim);
+                if let Some((xa, xb)) = row.and_then(|row| pair(row, params.layout, k, half)) {
+                    let (a, b) = (xa.to_f32(), xb.to_f32());
+                    *xa = E::from_f32(a * c - b * s);
+                    *xb = E::from_f32(a * s + b * c);
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Feature pair `k` of a row of `2 * half` features in `layout`, or `None` past the row (never
+/// for `k < half`: the lookups only keep panics out of the code).
+#[inline]
+fn pair<E>(row: &mut [E], layout: RopeLayout, k: usize, half: usize) -> Option<(&mut E, &mut E)> {
+    match layout {
+        RopeLayout::Interleaved => match row.get_mut(2 * k..2 * k + 2) {
+            Some([a, b]) => Some((a, b)),
+            _ => None,
+        },
+        RopeLayout::Half => {
+            let (first, second) = row.split_at_mut_checked(half)?;
+            Some((first.get_mut(k)?, second.get_mut(k)?))
+        }
+    }
 }
 
 /// Memory of [`rope`]: no weights, no scratch, no state.
@@ -214,7 +229,10 @@ pub fn sinusoidal_table<E: Element>(
 ) -> Result<(), Error> {
     check_sinusoidal(pe, len, dim, base)?;
     for_each_sinusoid(len, dim, pos_offset, base, |l, f, v| {
-        pe[l * dim + f] = E::from_f32(v)
+        // In bounds after `check_sinusoidal`; `get_mut` only keeps a panic out of the code.
+        if let Some(e) = pe.get_mut(l * dim + f) {
+            *e = E::from_f32(v);
+        }
     });
     Ok(())
 }
@@ -230,8 +248,10 @@ pub fn sinusoidal_add<E: Element>(
 ) -> Result<(), Error> {
     check_sinusoidal(x, len, dim, base)?;
     for_each_sinusoid(len, dim, pos_offset, base, |l, f, v| {
-        let e = &mut x[l * dim + f];
-        *e = E::from_f32(e.to_f32() + v);
+        // In bounds after `check_sinusoidal`; `get_mut` only keeps a panic out of the code.
+        if let Some(e) = x.get_mut(l * dim + f) {
+            *e = E::from_f32(e.to_f32() + v);
+        }
     });
     Ok(())
 }

@@ -114,25 +114,34 @@ fn step<E: Element>(
     y: &mut [E],
     n: usize,
 ) {
-    for (ch, (x, y)) in state.chunks_exact_mut(n).zip(y.iter_mut()).enumerate() {
-        let bias = weights.delta_bias.map_or(0.0, |b| b[ch].to_f32());
-        let raw = token.delta[ch].to_f32() + bias;
+    // Per channel: its state row, output, input, step size and `A` row. (`n` is positive:
+    // `max` only keeps the chunking from asserting it; the optional per-channel weights use
+    // `get`, in bounds after validation.)
+    let n = n.max(1);
+    let channels = state
+        .chunks_exact_mut(n)
+        .zip(y.iter_mut())
+        .zip(token.u.iter().zip(token.delta))
+        .zip(weights.a.chunks_exact(n));
+    for (ch, (((x, y), (u, delta)), a_row)) in channels.enumerate() {
+        let channel = |v: Option<&[E]>| v.and_then(|v| v.get(ch)).map(|v| v.to_f32());
+        let bias = channel(weights.delta_bias).unwrap_or(0.0);
+        let raw = delta.to_f32() + bias;
         let dt = if weights.delta_softplus {
             softplus(raw)
         } else {
             raw
         };
-        let u = token.u[ch].to_f32();
+        let u = u.to_f32();
         let du = dt * u;
-        let a_row = &weights.a[ch * n..][..n];
         let mut out = 0.0f32;
         for (((xi, &a), &b), &c) in x.iter_mut().zip(a_row).zip(token.b).zip(token.c) {
             *xi = exp(dt * a.to_f32()) * *xi + du * b.to_f32();
             out += *xi * c.to_f32();
         }
-        out += weights.d.map_or(0.0, |d| d[ch].to_f32()) * u;
-        if let Some(z) = token.z {
-            out *= silu(z[ch].to_f32());
+        out += channel(weights.d).unwrap_or(0.0) * u;
+        if let Some(z) = channel(token.z) {
+            out *= silu(z);
         }
         *y = E::from_f32(out);
     }
@@ -192,7 +201,7 @@ pub fn selective_scan<E: Element>(
 ) -> Result<(), Error> {
     check_weights(weights, state, shape)?;
     let (d, n) = (shape.channels, shape.state);
-    let len = seq.u.len() / d;
+    let len = seq.u.len().checked_div(d).ok_or(Error::ZeroDimension)?;
     nonzero(&[len])?;
     let ld = mul(len, d)?;
     let ln = mul(len, n)?;
@@ -204,14 +213,31 @@ pub fn selective_scan<E: Element>(
         check_len(z, ld)?;
     }
     check_len(y, ld)?;
+    // Token `t` is row `t` of every sequence tensor (`d` and `n` are positive: `max` only
+    // keeps the chunking from asserting it; `z` rows are in bounds after validation).
+    let (d, n) = (d.max(1), n.max(1));
+    // (Input rows by `get`, not by zipping chunk iterators: the out-of-line copy of such a
+    // `zip` keeps a division by the chunk size.)
+    fn row<T>(x: &[T], t: usize, len: usize) -> Option<&[T]> {
+        x.get(t * len..(t + 1) * len)
+    }
     for (t, y_t) in y.chunks_exact_mut(d).enumerate() {
-        let token = ScanToken {
-            u: &seq.u[t * d..][..d],
-            delta: &seq.delta[t * d..][..d],
-            b: &seq.b[t * n..][..n],
-            c: &seq.c[t * n..][..n],
-            z: seq.z.map(|z| &z[t * d..][..d]),
+        let (Some(u), Some(delta), Some(b), Some(c)) = (
+            row(seq.u, t, d),
+            row(seq.delta, t, d),
+            row(seq.b, t, n),
+            row(seq.c, t, n),
+        ) else {
+            break;
         };
+        let z = match seq.z {
+            Some(z) => match row(z, t, d) {
+                Some(z_t) => Some(z_t),
+                None => break,
+            },
+            None => None,
+        };
+        let token = ScanToken { u, delta, b, c, z };
         step(state, weights, &token, y_t, n);
     }
     Ok(())
