@@ -144,7 +144,7 @@ pub fn patch_embed<E: Element>(
     let (grid_h, grid_w) = (height / p, width / p);
     // A patch larger than the image leaves no patch.
     nonzero(&[grid_h, grid_w])?;
-    let patches = grid_h * grid_w;
+    let patches = mul(grid_h, grid_w)?;
     let patch_len = product(&[c, p, p])?;
     check_len(image, product(&[c, height, width])?)?;
     check_len(weights.patch_weight, mul(e, patch_len)?)?;
@@ -155,7 +155,7 @@ pub fn patch_embed<E: Element>(
         check_len(cls, e)?;
     }
     let first = usize::from(weights.cls_token.is_some());
-    let rows = patches + first;
+    let rows = patches.checked_add(first).ok_or(Error::ShapeOverflow)?;
     let out_len = mul(rows, e)?;
     if let Some(pos) = weights.pos_embed {
         check_len(pos, out_len)?;
