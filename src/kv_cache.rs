@@ -309,7 +309,11 @@ impl<'a, T: Copy> KvCache<'a, T> {
         match self.mode {
             CacheMode::Linear => self.len(),
             // `< capacity`, so the cast back is lossless.
-            CacheMode::Ring => (self.tokens % self.shape.capacity as u64) as usize,
+            // (`capacity` is positive: the checked remainder only keeps a panic out.)
+            CacheMode::Ring => self
+                .tokens
+                .checked_rem(self.shape.capacity as u64)
+                .unwrap_or(0) as usize,
         }
     }
 
@@ -325,7 +329,10 @@ impl<'a, T: Copy> KvCache<'a, T> {
                 // newest position congruent to it, at most `capacity - 1` before `last`.
                 let cap = self.shape.capacity as u64;
                 let last = self.tokens - 1;
-                let back = (last % cap + cap - slot as u64) % cap;
+                // (`cap` is positive: the checked remainders only keep panics out.)
+                let back = (last.checked_rem(cap).unwrap_or(0) + cap - slot as u64)
+                    .checked_rem(cap)
+                    .unwrap_or(0);
                 Some(last - back)
             }
         }
@@ -334,20 +341,21 @@ impl<'a, T: Copy> KvCache<'a, T> {
     /// The filled key rows of KV head `kv_head` in slot order, `[len, d]`
     /// ([`KvCache::slot_position`] gives each row's position). `None` for a head out of range.
     pub fn keys(&self, kv_head: usize) -> Option<&[T]> {
-        let rows = self.shape.capacity * self.shape.d;
+        // (Validated sizes are positive: `max` only keeps the chunking from asserting it.)
+        let rows = (self.shape.capacity * self.shape.d).max(1);
         self.k
             .chunks_exact(rows)
             .nth(kv_head)
-            .map(|h| &h[..self.len() * self.shape.d])
+            .and_then(|h| h.get(..self.len() * self.shape.d))
     }
 
     /// The filled value rows of KV head `kv_head` in slot order, `[len, dv]`.
     pub fn values(&self, kv_head: usize) -> Option<&[T]> {
-        let rows = self.shape.capacity * self.shape.dv;
+        let rows = (self.shape.capacity * self.shape.dv).max(1);
         self.v
             .chunks_exact(rows)
             .nth(kv_head)
-            .map(|h| &h[..self.len() * self.shape.dv])
+            .and_then(|h| h.get(..self.len() * self.shape.dv))
     }
 
     /// Appends one token: its keys `k` (`[kv_heads, d]`) and values `v` (`[kv_heads, dv]`).
@@ -378,18 +386,28 @@ impl<'a, T: Copy> KvCache<'a, T> {
             return Err(Error::InvalidParameter);
         }
         let slot = self.next_slot();
-        let pairs = self.k.chunks_exact_mut(capacity * d).zip(k.chunks_exact(d));
-        for (head, row) in pairs {
-            for (o, &x) in head[slot * d..][..d].iter_mut().zip(row) {
+        // Row `slot` of every head (`slot < capacity`; sizes are positive: `max` and `get` only
+        // keep panics out of the code).
+        let (k_head, v_head) = ((capacity * d).max(1), (capacity * dv).max(1));
+        for (h, head) in self.k.chunks_exact_mut(k_head).enumerate() {
+            let (Some(dst), Some(row)) = (
+                head.get_mut(slot * d..(slot + 1) * d),
+                k.get(h * d..(h + 1) * d),
+            ) else {
+                break;
+            };
+            for (o, &x) in dst.iter_mut().zip(row) {
                 *o = fk(x);
             }
         }
-        let pairs = self
-            .v
-            .chunks_exact_mut(capacity * dv)
-            .zip(v.chunks_exact(dv));
-        for (head, row) in pairs {
-            for (o, &x) in head[slot * dv..][..dv].iter_mut().zip(row) {
+        for (h, head) in self.v.chunks_exact_mut(v_head).enumerate() {
+            let (Some(dst), Some(row)) = (
+                head.get_mut(slot * dv..(slot + 1) * dv),
+                v.get(h * dv..(h + 1) * dv),
+            ) else {
+                break;
+            };
+            for (o, &x) in dst.iter_mut().zip(row) {
                 *o = fv(x);
             }
         }
@@ -430,7 +448,7 @@ impl<'a, T: Copy> KvCache<'a, T> {
         let (q_len, _, _, out_len) = shape.lengths()?;
         check_len(q, q_len)?;
         check_len(out, out_len)?;
-        let group = heads / kv_heads;
+        let group = heads.checked_div(kv_heads).ok_or(Error::ZeroDimension)?;
         let mask = match self.mode {
             // The query is the token appended last: position `len - 1` = slot.
             CacheMode::Linear => Mask::new(terms).with_offset(len - 1),
@@ -444,21 +462,23 @@ impl<'a, T: Copy> KvCache<'a, T> {
             }
         };
         let group_shape = AttentionShape::multi_head(group, 1, 1, len, d, dv);
-        let groups = q
-            .chunks_exact(group * d)
-            .zip(out.chunks_exact_mut(group * dv))
-            .zip(self.k.chunks_exact(capacity * d))
-            .zip(self.v.chunks_exact(capacity * dv));
-        for (g, (((q_g, out_g), k_h), v_h)) in groups.enumerate() {
-            f(
-                g,
-                q_g,
-                &k_h[..len * d],
-                &v_h[..len * dv],
-                out_g,
-                group_shape,
-                mask,
-            )?;
+        // KV head `g`'s query group, output group and filled rows. (Found by `get`, not by
+        // zipping chunk iterators, whose out-of-line `zip` keeps a division by the chunk
+        // size; every slice is there after the checks above.)
+        let (q_group, out_group) = (group * d, group * dv);
+        let (k_head, v_head) = (capacity * d, capacity * dv);
+        for (g, out_g) in out.chunks_exact_mut(out_group.max(1)).enumerate() {
+            let (Some(q_g), Some(k_h), Some(v_h)) = (
+                q.get(g * q_group..(g + 1) * q_group),
+                self.k.get(g * k_head..g * k_head + len * d),
+                self.v.get(g * v_head..g * v_head + len * dv),
+            ) else {
+                return Err(Error::LengthMismatch {
+                    expected: kv_heads * k_head,
+                    found: self.k.len(),
+                });
+            };
+            f(g, q_g, k_h, v_h, out_g, group_shape, mask)?;
         }
         Ok(())
     }
