@@ -154,7 +154,10 @@ pub(crate) fn isqrt(v: u64) -> u64 {
 /// `(a + b) / d` rounded half away from zero (`d > 0`).
 #[inline]
 pub(crate) fn div_round(n: i64, d: i64) -> i64 {
-    let q = (n.unsigned_abs() + (d as u64) / 2) / d as u64;
+    // (The checked division only keeps a panic out of the code.)
+    let q = (n.unsigned_abs() + (d as u64) / 2)
+        .checked_div(d as u64)
+        .unwrap_or(0);
     if n < 0 {
         -(q as i64)
     } else {
@@ -170,18 +173,26 @@ pub(crate) fn norm_row(
     y: &mut [i8],
 ) -> i64 {
     let dim = x.len() as i64;
-    let value = |i: usize| {
-        let a = p.input.mul_round(x[i] as i32);
-        match sublayer {
-            Some(s) => a + p.sublayer.mul_round(s[i] as i32),
+    let value = |xi: i8, si: Option<&i8>| {
+        let a = p.input.mul_round(xi as i32);
+        match si {
+            Some(&s) => a + p.sublayer.mul_round(s as i32),
             None => a,
         }
     };
-    let sum: i64 = (0..x.len()).map(value).sum();
+    // The row's values in order: an iterator, nothing to bounds-check. (`sublayer`, when
+    // given, is as long as `x`: the `None`s after it are never reached.)
+    let subs = sublayer.into_iter().flatten().map(Some);
+    let row = || {
+        x.iter()
+            .zip(subs.clone().chain(core::iter::repeat(None)))
+            .map(|(&xi, si)| value(xi, si))
+    };
+    let sum: i64 = row().sum();
     let mean = div_round(sum, dim);
-    let sq: i64 = (0..x.len())
-        .map(|i| {
-            let d = value(i) - mean;
+    let sq: i64 = row()
+        .map(|v| {
+            let d = v - mean;
             d * d
         })
         .sum();
@@ -189,14 +200,15 @@ pub(crate) fn norm_row(
     // std with 8 fractional bits: var < 2^46, so var << 16 fits.
     let std = isqrt((var as u64) << 16) as i64;
     let mut peak = 0;
-    for (i, o) in y.iter_mut().enumerate() {
+    let affine = p.gamma.iter().zip(p.beta);
+    for ((o, v), (&gamma, &beta)) in y.iter_mut().zip(row()).zip(affine) {
         // Normalized value in Q16 (|n| <= sqrt(dim) · 2^16); zero for a constant row with eps 0.
         let n = if std > 0 {
-            div_round((value(i) - mean) << 24, std)
+            div_round((v - mean) << 24, std)
         } else {
             0
         };
-        let fixed = round_shift(n * p.gamma[i] as i64, NORM_FRAC_BITS) + p.beta[i] as i64;
+        let fixed = round_shift(n * gamma as i64, NORM_FRAC_BITS) + beta as i64;
         let v = round_shift(fixed, NORM_FRAC_BITS);
         peak = peak.max(v.abs());
         *o = saturate_i8(v);
@@ -231,8 +243,14 @@ pub fn int8_layer_norm(
     check_len(y, x.len())?;
     params.validate(dim)?;
     let mut peak = 0;
-    for (r, (x_row, y_row)) in x.chunks_exact(dim).zip(y.chunks_exact_mut(dim)).enumerate() {
-        let s_row = sublayer.map(|s| &s[r * dim..][..dim]);
+    // Rows by `get` (in bounds: lengths checked above), not by zipping chunk iterators,
+    // whose out-of-line `zip` keeps a division by the chunk size.
+    for (r, y_row) in y.chunks_exact_mut(dim.max(1)).enumerate() {
+        let rows = r * dim..(r + 1) * dim;
+        let Some(x_row) = x.get(rows.clone()) else {
+            break;
+        };
+        let s_row = sublayer.map(|s| s.get(rows).unwrap_or(&[]));
         peak = peak.max(norm_row(x_row, s_row, params, y_row));
     }
     Ok(peak)

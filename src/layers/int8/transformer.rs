@@ -128,14 +128,16 @@ fn split(scratch: &mut [i8], attn: usize, n: usize, hidden: usize) -> Result<Are
     if found < needed {
         return Err(Error::ScratchTooSmall { needed, found });
     }
-    let (attn, rest) = scratch.split_at_mut(attn);
-    let (t1, rest) = rest.split_at_mut(n);
-    let (t2, rest) = rest.split_at_mut(n);
+    // `needed` covers the four areas; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall { needed, found };
+    let (attn, rest) = scratch.split_at_mut_checked(attn).ok_or(short)?;
+    let (t1, rest) = rest.split_at_mut_checked(n).ok_or(short)?;
+    let (t2, rest) = rest.split_at_mut_checked(n).ok_or(short)?;
     Ok(Areas {
         attn,
         t1,
         t2,
-        hidden: &mut rest[..hidden],
+        hidden: rest.get_mut(..hidden).ok_or(short)?,
     })
 }
 
@@ -148,8 +150,14 @@ fn norm_rows(
     e: usize,
 ) -> i64 {
     let mut peak = 0;
-    for (r, (x_row, y_row)) in x.chunks_exact(e).zip(y.chunks_exact_mut(e)).enumerate() {
-        let s_row = sublayer.map(|s| &s[r * e..][..e]);
+    // Rows by `get` (in bounds for checked shapes), not by zipping chunk iterators, whose
+    // out-of-line `zip` keeps a division by the chunk size.
+    for (r, y_row) in y.chunks_exact_mut(e.max(1)).enumerate() {
+        let rows = r * e..(r + 1) * e;
+        let Some(x_row) = x.get(rows.clone()) else {
+            break;
+        };
+        let s_row = sublayer.map(|s| s.get(rows).unwrap_or(&[]));
         peak = peak.max(norm_row(x_row, s_row, p, y_row));
     }
     peak
@@ -175,7 +183,7 @@ fn prevalidate(
     int8_ffn(
         first_row,
         ffn,
-        &mut areas.t1[..e],
+        areas.t1.get_mut(..e).ok_or(Error::ZeroDimension)?,
         FfnShape::new(1, e, hidden),
         areas.hidden,
     )?;
@@ -219,7 +227,7 @@ pub fn int8_encoder_layer(
         &[&p.norm1, &p.norm2],
         &[&p.residual1, &p.residual2],
         &p.ffn,
-        &src[..e],
+        src.get(..e).ok_or(Error::ZeroDimension)?,
         e,
         hidden,
         &mut a,
@@ -308,7 +316,7 @@ pub fn int8_decoder_layer(
         &[&p.norm1, &p.norm2, &p.norm3],
         &[&p.residual1, &p.residual2, &p.residual3],
         &p.ffn,
-        &tgt[..e],
+        tgt.get(..e).ok_or(Error::ZeroDimension)?,
         e,
         hidden,
         &mut a,
