@@ -218,7 +218,10 @@ fn cosine_q30(qk: i32, qq: i64, kk: i64) -> i32 {
     let root = isqrt(product << (2 * s)) as i64; // ≈ sqrt(product) · 2^s, in [2^30, 2^31)
                                                  // |qk| · 2^s <= root + 1, so the numerator is below 2^62.
     let numerator = (qk as i64) << (30 + s);
-    let magnitude = (numerator.unsigned_abs() + root as u64 / 2) / root as u64;
+    // root >= 2^30 (checked division: no panic path for the optimizer to keep).
+    let magnitude = (numerator.unsigned_abs() + root as u64 / 2)
+        .checked_div(root as u64)
+        .unwrap_or(0);
     let c = magnitude.min(1 << 30) as i32;
     if qk < 0 {
         -c

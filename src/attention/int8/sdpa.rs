@@ -247,13 +247,15 @@ fn run(
         dv,
     } = shape;
     let group = heads / kv_heads;
-    // Validated: every product below is a length of a slice that exists, so none overflows.
-    let (k_len, v_len) = (lk * d, lk * dv);
+    // Validated: every product below is a length of a slice that exists, so none overflows,
+    // and none is 0 (the `max(1)` only spares the optimizer a panic path).
+    let (k_len, v_len) = ((lk * d).max(1), (lk * dv).max(1));
+    let (q_len, out_len) = ((lq * d).max(1), (lq * dv).max(1));
     let k_heads = k.chunks_exact(k_len);
     let v_heads = v.chunks_exact(v_len);
     for (kvh, (k_h, v_h)) in k_heads.zip(v_heads).enumerate() {
-        let q_group = q.chunks_exact(lq * d).skip(kvh * group).take(group);
-        let out_group = out.chunks_exact_mut(lq * dv).skip(kvh * group).take(group);
+        let q_group = q.chunks_exact(q_len).skip(kvh * group).take(group);
+        let out_group = out.chunks_exact_mut(out_len).skip(kvh * group).take(group);
         for (g, (q_h, out_h)) in q_group.zip(out_group).enumerate() {
             let h = kvh * group + g;
             for (i, (q_row, out_row)) in q_h

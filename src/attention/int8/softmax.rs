@@ -218,8 +218,11 @@ pub(crate) fn normalize_row(
         }
     };
     let sum = shift_down(sum);
-    // inv ≈ 2^54 / sum in [2^30, 2^31]: one 64-bit division per row.
-    let inv = ((1i64 << 54) + sum / 2) / sum;
+    // inv ≈ 2^54 / sum in [2^30, 2^31]: one 64-bit division per row (sum' >= 2^23; the
+    // checked division only spares the optimizer a panic path).
+    let inv = ((1u64 << 54) + sum as u64 / 2)
+        .checked_div(sum as u64)
+        .unwrap_or(0) as i64;
     // Fold the output multiplier into the reciprocal: mr ≈ inv · multiplier / 2^31 <= 2^31.
     let mr = round_shift(inv * out_multiplier.multiplier() as i64, 31);
     // acc'/sum' · value = acc' · mr · 2^(shift - 54).
