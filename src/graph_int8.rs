@@ -178,7 +178,10 @@ fn check_logit(m: FixedMultiplier, f: usize) -> Result<(), Error> {
 
 /// `round(n / d)` half away from zero for `d > 0`, in 128 bits.
 fn div_round_wide(n: i128, d: i128) -> i128 {
-    let q = (n.unsigned_abs() + d as u128 / 2) / d as u128;
+    // (The checked division only keeps a panic out of the code.)
+    let q = (n.unsigned_abs() + d as u128 / 2)
+        .checked_div(d as u128)
+        .unwrap_or(0);
     let q = q.min(i64::MAX as u128 / 4) as i128;
     if n < 0 {
         -q
@@ -256,25 +259,48 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
         });
     }
     let nh = n * h;
-    let (msg, rest) = acc.split_at_mut(nhf);
-    let (z_src, rest) = rest.split_at_mut(nh);
-    let (z_dst, rest) = rest.split_at_mut(nh);
-    let (max, rest) = rest.split_at_mut(nh);
-    let sum = &mut rest[..nh];
+    // `needed` covers the five areas; the checked splits only keep panics out of the code.
+    let short = Error::ScratchTooSmall {
+        needed,
+        found: acc.len(),
+    };
+    let (msg, rest) = acc.split_at_mut_checked(nhf).ok_or(short)?;
+    let (z_src, rest) = rest.split_at_mut_checked(nh).ok_or(short)?;
+    let (z_dst, rest) = rest.split_at_mut_checked(nh).ok_or(short)?;
+    let (max, rest) = rest.split_at_mut_checked(nh).ok_or(short)?;
+    let sum = rest.get_mut(..nh).ok_or(short)?;
+
+    // Row `i` (`len` wide) of a per-node area; node ids are `< n` (checked above), so it is
+    // always there: `get` only keeps a panic out of the code. Rows and heads are found this
+    // way rather than by zipping chunk iterators: the out-of-line copy of such a `zip` keeps a
+    // division by the chunk size.
+    fn row<T>(area: &[T], i: usize, len: usize) -> Option<&[T]> {
+        area.get(i * len..(i + 1) * len)
+    }
+    fn row_mut<T>(area: &mut [T], i: usize, len: usize) -> Option<&mut [T]> {
+        area.get_mut(i * len..(i + 1) * len)
+    }
 
     // x' = x Wᵀ (checks the layer before writing).
     let projected = int8_dense(x, &params.lin, xp, LinearShape::new(n, in_features, hf))?;
     let dot =
         |a: &[i8], b: &[i8]| -> i32 { a.iter().zip(b).map(|(&p, &q)| p as i32 * q as i32).sum() };
-    for (i, row) in xp.chunks_exact(hf).enumerate() {
-        for head in 0..h {
-            let feat = &row[head * f..][..f];
-            z_src[i * h + head] = params
-                .src_logit
-                .mul_round(dot(feat, &params.att_src[head * f..][..f]));
-            z_dst[i * h + head] = params
-                .dst_logit
-                .mul_round(dot(feat, &params.att_dst[head * f..][..f]));
+    for i in 0..n {
+        let (Some(xp_row), Some(src_row), Some(dst_row)) =
+            (row(xp, i, hf), row_mut(z_src, i, h), row_mut(z_dst, i, h))
+        else {
+            break;
+        };
+        for (head, (zs, zd)) in src_row.iter_mut().zip(dst_row).enumerate() {
+            let (Some(feat), Some(a_src), Some(a_dst)) = (
+                row(xp_row, head, f),
+                row(params.att_src, head, f),
+                row(params.att_dst, head, f),
+            ) else {
+                break;
+            };
+            *zs = params.src_logit.mul_round(dot(feat, a_src));
+            *zd = params.dst_logit.mul_round(dot(feat, a_dst));
         }
     }
 
@@ -289,8 +315,8 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
         });
         listed.chain((0..if loops { n } else { 0 }).map(|i| (i, i)))
     };
-    let score = |s: usize, t: usize, head: usize| {
-        let e = z_src[s * h + head] + z_dst[t * h + head];
+    let score = |zs: i64, zd: i64| {
+        let e = zs + zd;
         if e < 0 {
             round_shift(e * params.slope_q16 as i64, 16)
         } else {
@@ -301,23 +327,40 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
     // Pass 1: maximum score per target and head.
     max.fill(i64::MIN);
     for (s, t) in edges() {
-        for head in 0..h {
-            let m = &mut max[t * h + head];
-            *m = (*m).max(score(s, t, head));
+        let (Some(src), Some(dst), Some(max)) =
+            (row(z_src, s, h), row(z_dst, t, h), row_mut(max, t, h))
+        else {
+            continue;
+        };
+        for ((&zs, &zd), m) in src.iter().zip(dst).zip(max) {
+            *m = (*m).max(score(zs, zd));
         }
     }
     // Pass 2: Q16 weights, their sums and the weighted messages.
     sum.fill(0);
     msg.fill(0);
     for (s, t) in edges() {
-        for head in 0..h {
-            let w = exp2_neg_weight(max[t * h + head] - score(s, t, head));
+        let (Some(src), Some(dst), Some(max), Some(sum), Some(xp_s), Some(msg_t)) = (
+            row(z_src, s, h),
+            row(z_dst, t, h),
+            row(max, t, h),
+            row_mut(sum, t, h),
+            row(xp, s, hf),
+            row_mut(msg, t, hf),
+        ) else {
+            continue;
+        };
+        let heads = src.iter().zip(dst).zip(max).zip(sum).enumerate();
+        for (head, (((&zs, &zd), &m), sum)) in heads {
+            let w = exp2_neg_weight(m - score(zs, zd));
             if w == 0 {
                 continue;
             }
-            sum[t * h + head] += w;
-            let src = &xp[s * hf + head * f..][..f];
-            for (a, &v) in msg[t * hf + head * f..][..f].iter_mut().zip(src) {
+            *sum += w;
+            let (Some(values), Some(acc)) = (row(xp_s, head, f), row_mut(msg_t, head, f)) else {
+                break;
+            };
+            for (a, &v) in acc.iter_mut().zip(values) {
                 *a += w * v as i64;
             }
         }
@@ -339,18 +382,30 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
         };
         div_round_wide(num, den) as i64
     };
-    let bias = |c: usize| params.bias.map_or(0, |b| b[c] as i64);
+    let bias = |c: usize| params.bias.and_then(|b| b.get(c)).map_or(0, |&b| b as i64);
     let mut peak = 0;
-    for (i, out_row) in out.chunks_exact_mut(out_features).enumerate() {
-        let acc_row = &msg[i * hf..][..hf];
+    // (Entries by `get`: in bounds for the checked shapes, so they never read the 0 default.)
+    let at = |x: &[i64], i: usize| x.get(i).copied().unwrap_or(0);
+    for i in 0..n {
+        let (Some(out_row), Some(acc_row), Some(sum_row)) = (
+            row_mut(out, i, out_features),
+            row(msg, i, hf),
+            row(sum, i, h),
+        ) else {
+            break;
+        };
         for (c, o) in out_row.iter_mut().enumerate() {
             let fixed = if params.concat {
-                head_value(acc_row[c], sum[i * h + c / f])
+                head_value(at(acc_row, c), at(sum_row, c.checked_div(f).unwrap_or(0)))
             } else {
-                let total = (0..h)
-                    .map(|head| head_value(acc_row[head * f + c], sum[i * h + head]))
+                let total = sum_row
+                    .iter()
+                    .enumerate()
+                    .map(|(head, &s)| head_value(at(acc_row, head * f + c), s))
                     .fold(0i64, i64::saturating_add);
-                let q = (total.unsigned_abs() + h as u64 / 2) / h as u64;
+                let q = (total.unsigned_abs() + h as u64 / 2)
+                    .checked_div(h as u64)
+                    .unwrap_or(0);
                 if total < 0 {
                     -(q as i64)
                 } else {

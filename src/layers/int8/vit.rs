@@ -152,7 +152,9 @@ pub fn int8_patch_embed(
         embed: e,
     } = shape;
     nonzero(&[c, height, width, p, e])?;
-    let (grid_h, grid_w) = (height / p, width / p);
+    let (Some(grid_h), Some(grid_w)) = (height.checked_div(p), width.checked_div(p)) else {
+        return Err(Error::ZeroDimension);
+    };
     nonzero(&[grid_h, grid_w])?;
     let patches = grid_h * grid_w;
     let patch_len = product(&[c, p, p])?;
@@ -182,25 +184,40 @@ pub fn int8_patch_embed(
         found,
     })?;
 
-    let mut out_rows = tokens.chunks_exact_mut(e);
+    // Sizes are positive after the checks above (`max` only keeps the chunking from asserting
+    // it); rows, offsets and pixels found by `get` are in bounds for the checked shapes.
+    let mut out_rows = tokens.chunks_exact_mut(e.max(1));
     let mut peak = 0;
     if let Some(cls) = params.cls {
         if let Some(row) = out_rows.next() {
-            row.copy_from_slice(cls);
+            for (o, &v) in row.iter_mut().zip(cls) {
+                *o = v;
+            }
             peak = cls.iter().map(|&v| (v as i64).abs()).max().unwrap_or(0);
         }
     }
-    for (index, (out, offs)) in out_rows.zip(params.offsets.chunks_exact(e)).enumerate() {
-        let (gy, gx) = (index / grid_w, index % grid_w);
+    for (index, out) in out_rows.enumerate() {
+        let (Some(offs), Some(gy), Some(gx)) = (
+            params.offsets.get(index * e..(index + 1) * e),
+            index.checked_div(grid_w),
+            index.checked_rem(grid_w),
+        ) else {
+            break;
+        };
         // Gather the patch in (channel, row, column) order: P contiguous pixels at a time.
         for (segment, dst) in flat.chunks_exact_mut(p).enumerate() {
             let (ch, dy) = (segment / p, segment % p);
             let start = (ch * height + gy * p + dy) * width + gx * p;
-            dst.copy_from_slice(&image[start..start + p]);
+            let Some(src) = image.get(start..start + p) else {
+                break;
+            };
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v;
+            }
         }
         for (ch, ((o, w_row), &off)) in out
             .iter_mut()
-            .zip(params.weight.chunks_exact(patch_len))
+            .zip(params.weight.chunks_exact(patch_len.max(1)))
             .zip(offs)
             .enumerate()
         {
