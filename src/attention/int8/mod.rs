@@ -29,11 +29,15 @@
 //!   folds in the quantization scales, the logit scale and `log2(e)`. Biases are integer
 //!   offsets in the same format.
 //! - Softmax: streaming, with the running maximum and the running sum kept as integers.
-//!   Weights `2^(z - max)` are computed in fixed point — a shift for the integer part, a
-//!   16-entry Q30 table for sixteenths, and a cubic polynomial for the rest (relative error
-//!   below `3e-7`) — and stored as **Q16** (1.0 = 65536; CMSIS-NN uses 8 bits). When the
-//!   maximum grows, the sum and the accumulators are rescaled by a Q16 factor.
-//! - `P·V`: Q16 weight × int8 value products (`i32`) summed in `i64` accumulators.
+//!   SDPA weights `2^(z - max)` are computed in 32-bit fixed point — a shift for the integer
+//!   part, a 64-entry table and a cubic term for the fraction (within 0.5002 of a Q15 step) —
+//!   and stored as **Q15** (1.0 = 32767, so two weights fit one `SMLAD` operand; CMSIS-NN
+//!   uses 8 bits). With the dot score and no bias, each key's exponent is one multiply-add on
+//!   the raw `i32` dot product, and keys below a per-row cutoff (weight certainly 0) are
+//!   skipped. When the maximum grows, the sum and the accumulators are rescaled. The linear,
+//!   Luong, Bahdanau and graph kernels use the Q16 `exp2_neg_weight`.
+//! - `P·V`: Q15 weight × int8 value products summed exactly in `i32` partial sums per tile,
+//!   folded into `i64` accumulators before a rescale, after 511 keys, or at the end.
 //! - Output: one 64-bit division per row gives the reciprocal of the sum; each element is
 //!   `acc / sum · v_scale / out_scale`, rounded once (half away from zero) and saturated to
 //!   `[-127, 127]`.
