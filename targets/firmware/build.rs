@@ -31,7 +31,37 @@ const OPS: &[&str] = &[
     "additive_attention",
     "luong_attention",
     "mha",
+    "rope",
+    "sinusoidal_pe",
+    "selective_scan",
+    "gat",
+    "vit_embed",
+    "encoder_layer",
+    "decoder_layer",
 ];
+
+/// Ops run on target in f32 and f16 only: their int8 versions need a calibration step that
+/// lives in the host's test code, so an i8 tolerance of these cases is listed as skipped.
+const NO_I8_OPS: &[&str] = &[
+    "rope",
+    "sinusoidal_pe",
+    "selective_scan",
+    "gat",
+    "vit_embed",
+    "encoder_layer",
+    "decoder_layer",
+];
+
+/// Ops left out on a machine although their cases fit its budgets: the machine's flash holds
+/// the firmware's code and the case data together, and the code of every op does not fit.
+const OPS_LEFT_OUT: &[(&str, &str, &str)] = &[(
+    "microbit",
+    "selective_scan",
+    "op selective_scan is not run on this machine: with its code the firmware outgrows the 256 KiB flash",
+)];
+
+/// Input tensors an op case may have at most (the decoder layer's state dict and inputs).
+const MAX_TENSORS: usize = 24;
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -64,7 +94,7 @@ fn main() {
     };
     println!("cargo:rerun-if-env-changed=MICROATTN_CONFORMANCE_DIR");
     println!("cargo:rerun-if-changed={}", dir.display());
-    let code = generate(&dir, flash_budget, ram_budget);
+    let code = generate(&dir, machine, flash_budget, ram_budget);
     fs::write(out.join("cases.rs"), code).expect("write cases.rs");
 
     let &(_, bench_flash, bench_ram) = BENCH_BUDGETS
@@ -209,7 +239,7 @@ struct Embedded {
     i8_bias: usize,
 }
 
-fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
+fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -> String {
     let mut files: Vec<_> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("conformance cases in {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -222,6 +252,8 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
     let (mut flash, mut max_in, mut max_out, mut max_dv) = (0usize, 0usize, 0usize, 1usize);
     let (mut max_in_i8, mut max_out_i8, mut max_bias_i8) = (1usize, 1usize, 1usize);
     let mut max_scratch = 1usize;
+    // Ops with at least one embedded case: the firmware leaves the others' code out.
+    let mut present: Vec<&str> = Vec::new();
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
         let text = fs::read_to_string(path).unwrap();
@@ -229,6 +261,13 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let name = case["name"].as_str().unwrap_or("?").to_string();
         let op = case["op"].as_str().unwrap_or("?");
+        if let Some((_, _, reason)) = OPS_LEFT_OUT
+            .iter()
+            .find(|(m, o, _)| *m == machine && *o == op)
+        {
+            let _ = writeln!(skipped, "    ({name:?}, {reason:?}),");
+            continue;
+        }
         if !OPS.contains(&op) {
             let _ = writeln!(
                 skipped,
@@ -259,6 +298,15 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
             );
             continue;
         }
+        if NO_I8_OPS.contains(&op) && case["tolerance"]["i8"].is_number() {
+            let _ = writeln!(
+                skipped,
+                "    ({name:?}, \"type i8 is not run on target: the int8 {op} needs a calibration step that lives in the host's test code\"),"
+            );
+        }
+        if let Some(&known) = OPS.iter().find(|&&o| o == op) {
+            present.push(known);
+        }
         flash += embedded.flash;
         max_in = max_in.max(embedded.inputs);
         max_out = max_out.max(embedded.outputs);
@@ -269,8 +317,17 @@ fn generate(dir: &Path, flash_budget: usize, ram_budget: usize) -> String {
         max_scratch = max_scratch.max(embedded.scratch);
         cases.push_str(&embedded.source);
     }
+    let mut has = String::new();
+    for op in OPS {
+        let _ = writeln!(
+            has,
+            "/// Whether a case of `{op}` is embedded (its code is linked only then).\npub const HAS_{}: bool = {};",
+            op.to_uppercase(),
+            present.contains(op)
+        );
+    }
     format!(
-        "/// Cases embedded for this machine.\npub static CASES: &[Case] = &[\n{cases}];\n\
+        "{has}/// Cases embedded for this machine.\npub static CASES: &[Case] = &[\n{cases}];\n\
          /// Cases left out, with the reason.\npub static SKIPPED: &[(&str, &str)] = &[\n{skipped}];\n\
          /// Largest q+k+v element count of an embedded case.\npub const MAX_INPUT: usize = {};\n\
          /// Largest output element count.\npub const MAX_OUTPUT: usize = {};\n\
@@ -507,6 +564,9 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
     let name = case["name"].as_str().unwrap_or("?");
     let params = &case["params"];
     let dims = |n: &str| tensor(case, "inputs", n).map(|(s, _)| s);
+    // Storage elements the op needs after its output (the layers' activation buffer).
+    let mut work = 0usize;
+    // Names starting with `?` are optional inputs: absent ones are passed as empty slices.
     let (op_value, input_names, scratch): (String, Vec<&str>, usize) = match op {
         "linear_attention" => {
             if !matches!(params["feature_map"].as_str(), None | Some("elu_plus_one")) {
@@ -602,11 +662,185 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
                 (lq + lk) * e * 2,
             )
         }
+        "rope" => {
+            let (heads, len, dim) = match dims("x")?.as_slice() {
+                [l, d] => (1, *l, *d),
+                [h, l, d] => (*h, *l, *d),
+                _ => return Err("x not [L,D] or [H,L,D]".into()),
+            };
+            let layout = match params["layout"].as_str() {
+                Some("interleaved") => "RopeLayout::Interleaved",
+                Some("half") => "RopeLayout::Half",
+                other => return Err(format!("rope layout {other:?}")),
+            };
+            (
+                format!(
+                    "Op::Rope {{ heads: {heads}, len: {len}, dim: {dim}, layout: {layout}, base: {:?}, pos_offset: {} }}",
+                    params["base"].as_f64().unwrap_or(10000.0) as f32,
+                    params["pos_offset"].as_u64().unwrap_or(0)
+                ),
+                vec!["x"],
+                0,
+            )
+        }
+        "sinusoidal_pe" => (
+            format!(
+                "Op::Sinusoidal {{ len: {}, dim: {}, pos_offset: {}, base: {:?} }}",
+                params["length"].as_u64().ok_or("length")?,
+                params["dim"].as_u64().ok_or("dim")?,
+                params["pos_offset"].as_u64().unwrap_or(0),
+                params["base"].as_f64().unwrap_or(10000.0) as f32
+            ),
+            vec![],
+            0,
+        ),
+        "selective_scan" => {
+            let &[channels, state] = dims("a")?.as_slice() else {
+                return Err("a not [D,N]".into());
+            };
+            (
+                format!(
+                    "Op::Scan {{ channels: {channels}, state: {state}, delta_softplus: {} }}",
+                    params["delta_softplus"].as_bool().unwrap_or(false)
+                ),
+                vec!["u", "delta", "a", "b", "c", "?d", "?z", "?delta_bias"],
+                channels * state,
+            )
+        }
+        "gat" => {
+            let &[nodes, fin] = dims("x")?.as_slice() else {
+                return Err("x not [N,Fin]".into());
+            };
+            let lin: usize = dims("lin_weight")?.iter().product();
+            let heads = params["heads"].as_u64().ok_or("heads")? as usize;
+            if fin == 0 || heads == 0 {
+                return Err("zero features or heads".into());
+            }
+            let fo = lin / fin / heads;
+            let edges = case["inputs"]["edge_index"]["data"]
+                .as_array()
+                .ok_or("edge_index has no data")?
+                .iter()
+                .map(|x| x.as_i64().map(|x| x.to_string()).ok_or("non-integer edge"))
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                format!(
+                    "Op::Gat {{ nodes: {nodes}, in_features: {fin}, out_features: {fo}, heads: {heads}, edges: &[{}], concat: {}, negative_slope: {:?}, add_self_loops: {} }}",
+                    edges.join(","),
+                    params["concat"].as_bool().unwrap_or(true),
+                    params["negative_slope"].as_f64().unwrap_or(0.2) as f32,
+                    params["add_self_loops"].as_bool().unwrap_or(true)
+                ),
+                vec!["x", "lin_weight", "att_src", "att_dst", "?bias"],
+                2 * nodes * heads * fo + 4 * nodes * heads,
+            )
+        }
+        "vit_embed" => {
+            let &[c, h, w] = dims("image")?.as_slice() else {
+                return Err("image not [C,H,W]".into());
+            };
+            let embed = *dims("patch_weight")?.first().ok_or("patch_weight shape")?;
+            let patch = params["patch"].as_u64().ok_or("patch")? as usize;
+            (
+                format!("Op::Vit {{ channels: {c}, height: {h}, width: {w}, patch: {patch}, embed: {embed} }}"),
+                vec!["image", "patch_weight", "?patch_bias", "?cls_token", "?pos_embed"],
+                c * patch * patch + embed,
+            )
+        }
+        "encoder_layer" => {
+            let &[len, embed] = dims("src")?.as_slice() else {
+                return Err("src not [L,E]".into());
+            };
+            let hidden = *dims("linear1.weight")?
+                .first()
+                .ok_or("linear1.weight shape")?;
+            let norm_first = params["norm_first"].as_bool().unwrap_or(false);
+            if norm_first {
+                work = len * embed;
+            }
+            (
+                format!(
+                    "Op::Encoder {{ len: {len}, embed: {embed}, heads: {}, hidden: {hidden}, {}, mask: {} }}",
+                    params["num_heads"].as_u64().ok_or("num_heads")?,
+                    layer_config(params)?,
+                    mask_terms(&params["mask"])?
+                ),
+                vec![
+                    "src",
+                    "self_attn.in_proj_weight",
+                    "?self_attn.in_proj_bias",
+                    "self_attn.out_proj.weight",
+                    "?self_attn.out_proj.bias",
+                    "linear1.weight",
+                    "?linear1.bias",
+                    "linear2.weight",
+                    "?linear2.bias",
+                    "norm1.weight",
+                    "?norm1.bias",
+                    "norm2.weight",
+                    "?norm2.bias",
+                ],
+                (4 * len * embed).max(hidden + embed),
+            )
+        }
+        "decoder_layer" => {
+            let (&[lt, embed], &[ls, _]) = (dims("tgt")?.as_slice(), dims("memory")?.as_slice())
+            else {
+                return Err("tgt/memory not [L,E]".into());
+            };
+            let hidden = *dims("linear1.weight")?
+                .first()
+                .ok_or("linear1.weight shape")?;
+            let norm_first = params["norm_first"].as_bool().unwrap_or(false);
+            work = lt * embed * if norm_first { 2 } else { 1 };
+            (
+                format!(
+                    "Op::Decoder {{ tgt_len: {lt}, mem_len: {ls}, embed: {embed}, heads: {}, hidden: {hidden}, {}, tgt_mask: {}, memory_mask: {} }}",
+                    params["num_heads"].as_u64().ok_or("num_heads")?,
+                    layer_config(params)?,
+                    mask_terms(&params["tgt_mask"])?,
+                    mask_terms(&params["memory_mask"])?
+                ),
+                vec![
+                    "tgt",
+                    "memory",
+                    "self_attn.in_proj_weight",
+                    "?self_attn.in_proj_bias",
+                    "self_attn.out_proj.weight",
+                    "?self_attn.out_proj.bias",
+                    "multihead_attn.in_proj_weight",
+                    "?multihead_attn.in_proj_bias",
+                    "multihead_attn.out_proj.weight",
+                    "?multihead_attn.out_proj.bias",
+                    "linear1.weight",
+                    "?linear1.bias",
+                    "linear2.weight",
+                    "?linear2.bias",
+                    "norm1.weight",
+                    "?norm1.bias",
+                    "norm2.weight",
+                    "?norm2.bias",
+                    "norm3.weight",
+                    "?norm3.bias",
+                ],
+                (2 * (lt + lt.max(ls)) * embed).max(hidden + embed),
+            )
+        }
         other => return Err(format!("op {other}")),
     };
     let mut inputs = String::new();
     let mut n_in = 0;
+    if input_names.len() > MAX_TENSORS {
+        return Err(format!("more than {MAX_TENSORS} inputs"));
+    }
     for n in &input_names {
+        if let Some(n) = n.strip_prefix('?') {
+            if case["inputs"][n].is_null() {
+                inputs.push_str("&[],");
+                continue;
+            }
+        }
+        let n = n.trim_start_matches('?');
         let (_, data) = tensor(case, "inputs", n)?;
         n_in += data.len();
         let _ = write!(inputs, "{},", floats(&data));
@@ -615,6 +849,10 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
     let mut n_out = 0;
     let out_names: &[&str] = match op {
         "additive_attention" | "luong_attention" => &["context", "weights"],
+        "rope" => &["out"],
+        "sinusoidal_pe" => &["pe"],
+        "selective_scan" => &["y"],
+        "vit_embed" => &["tokens"],
         _ => &["out"],
     };
     for n in out_names {
@@ -628,20 +866,35 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
     };
     let source = format!(
         "    Case::Op(OpCase {{ name: {name:?}, op: {op_value},\n      inputs: &[{inputs}],\n      expected: &[{expected}],\n      \
-         tol_f32: {}, tol_f16: {} }}),\n",
+         work: {work}, tol_f32: {}, tol_f16: {} }}),\n",
         tol("f32"),
         tol("f16"),
     );
     Ok(Embedded {
         source,
         flash: 4 * (n_in + n_out),
-        ram: 2 * n_in + 6 * n_out + 4 * scratch,
+        ram: 2 * n_in + 6 * (n_out + work) + 4 * scratch,
         inputs: n_in,
-        outputs: n_out,
+        outputs: n_out + work,
         dv: 1,
         scratch,
         i8_inputs: 0,
         i8_outputs: 0,
         i8_bias: 0,
     })
+}
+
+/// `activation`, `norm_first` and `eps` of a layer case, as fields of its `Op`.
+fn layer_config(params: &Value) -> Result<String, String> {
+    let activation = match params["activation"].as_str() {
+        None | Some("relu") => "Activation::Relu",
+        Some("gelu") => "Activation::Gelu",
+        Some("gelu_tanh") => "Activation::GeluTanh",
+        Some(other) => return Err(format!("activation {other}")),
+    };
+    Ok(format!(
+        "activation: {activation}, norm_first: {}, eps: {:?}",
+        params["norm_first"].as_bool().unwrap_or(false),
+        params["eps"].as_f64().unwrap_or(1e-5) as f32
+    ))
 }

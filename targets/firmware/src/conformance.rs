@@ -22,9 +22,17 @@ use microattn::attention::{
     AttentionShape, Bias, LinearAttentionParams, LuongParams, LuongScore, LuongShape, Score,
     SdpaParams,
 };
+use microattn::graph::{gat, GatParams, GatShape, GatWeights};
+use microattn::layers::{
+    decoder_layer, encoder_layer, patch_embed, Activation, DecoderShape, DecoderWeights,
+    EncoderShape, EncoderWeights, FfnWeights, LayerConfig, LayerNormWeights, PatchEmbedWeights,
+    PatchShape,
+};
 use microattn::mask::{Mask, MaskTerm};
 use microattn::mha::{mha, mha_typed, MhaShape, MhaWeights};
+use microattn::position::{rope, sinusoidal_table, RopeLayout, RopeParams};
 use microattn::quant::{quantize, QParams};
+use microattn::ssm::{selective_scan, ScanSequence, ScanShape, ScanWeights};
 use microattn::{f16, Element, Error};
 
 /// One SDPA conformance case: tensors row-major, `[heads, lq, d]` etc.
@@ -117,6 +125,82 @@ pub enum Op {
         in_bias: bool,
         out_bias: bool,
     },
+    /// RoPE in place (`position::rope`): input x, output the rotated x.
+    #[allow(missing_docs)]
+    Rope {
+        heads: usize,
+        len: usize,
+        dim: usize,
+        layout: RopeLayout,
+        base: f32,
+        pos_offset: usize,
+    },
+    /// Sinusoidal table (`position::sinusoidal_table`): no inputs, output pe.
+    #[allow(missing_docs)]
+    Sinusoidal {
+        len: usize,
+        dim: usize,
+        pos_offset: usize,
+        base: f32,
+    },
+    /// Selective scan from a zero state: inputs u, delta, a, b, c, d, z, delta_bias (the
+    /// last three empty when absent); output y.
+    #[allow(missing_docs)]
+    Scan {
+        channels: usize,
+        state: usize,
+        delta_softplus: bool,
+    },
+    /// GAT (`graph::gat`): inputs x, lin_weight, att_src, att_dst, bias (empty when absent).
+    #[allow(missing_docs)]
+    Gat {
+        nodes: usize,
+        in_features: usize,
+        out_features: usize,
+        heads: usize,
+        edges: &'static [i32],
+        concat: bool,
+        negative_slope: f32,
+        add_self_loops: bool,
+    },
+    /// ViT patch embedding: inputs image, patch_weight, patch_bias, cls_token, pos_embed
+    /// (the last three empty when absent); output tokens.
+    #[allow(missing_docs)]
+    Vit {
+        channels: usize,
+        height: usize,
+        width: usize,
+        patch: usize,
+        embed: usize,
+    },
+    /// Encoder layer: inputs src, then the state dict (self_attn, FFN, two norms; absent
+    /// biases empty); the output is followed by the layer's activation buffer.
+    #[allow(missing_docs)]
+    Encoder {
+        len: usize,
+        embed: usize,
+        heads: usize,
+        hidden: usize,
+        activation: Activation,
+        norm_first: bool,
+        eps: f32,
+        mask: &'static [MaskTerm<'static>],
+    },
+    /// Decoder layer: inputs tgt, memory, then the state dict (self_attn, multihead_attn,
+    /// FFN, three norms; absent biases empty); the output is followed by the buffer.
+    #[allow(missing_docs)]
+    Decoder {
+        tgt_len: usize,
+        mem_len: usize,
+        embed: usize,
+        heads: usize,
+        hidden: usize,
+        activation: Activation,
+        norm_first: bool,
+        eps: f32,
+        tgt_mask: &'static [MaskTerm<'static>],
+        memory_mask: &'static [MaskTerm<'static>],
+    },
 }
 
 /// A conformance case of an [`Op`].
@@ -129,14 +213,17 @@ pub struct OpCase {
     pub inputs: &'static [&'static [f32]],
     /// Expected tensors (name, data), in the kernel's output order.
     pub expected: &'static [(&'static str, &'static [f32])],
+    /// Storage elements the op needs after its output (a layer's activation buffer).
+    pub work: usize,
     /// f32 tolerance, when the case is run in f32.
     pub tol_f32: Option<f64>,
     /// f16 tolerance, when the case is run in f16.
     pub tol_f16: Option<f64>,
 }
 
-/// Inputs an op takes at most (MHA with both biases).
-const MAX_TENSORS: usize = 7;
+/// Inputs an op takes at most (the decoder layer: tgt, memory and its state dict; as
+/// `MAX_TENSORS` in build.rs).
+const MAX_TENSORS: usize = 24;
 
 /// A generated case.
 pub enum Case {
@@ -157,7 +244,9 @@ pub enum Case {
 mod generated {
     use super::{Case, Op, OpCase, SdpaCase};
     use microattn::attention::{Bias, Score};
+    use microattn::layers::Activation;
     use microattn::mask::MaskTerm;
+    use microattn::position::RopeLayout;
     include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
 
@@ -264,7 +353,7 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
             Case::Op(c) => {
                 let n_out: usize = c.expected.iter().map(|(_, e)| e.len()).sum();
                 if let Some(tol) = c.tol_f32 {
-                    let out = &mut buffers.out_f32[..n_out];
+                    let out = &mut buffers.out_f32[..n_out + c.work];
                     let result = run_op(&c.op, c.inputs, out, &mut buffers.scratch);
                     report(
                         c.name,
@@ -290,7 +379,7 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                         *slice = head;
                         rest = tail;
                     }
-                    let out = &mut buffers.out_f16[..n_out];
+                    let out = &mut buffers.out_f16[..n_out + c.work];
                     let inputs = &slices[..c.inputs.len().min(MAX_TENSORS)];
                     let result = run_op(&c.op, inputs, out, &mut buffers.scratch);
                     report(
@@ -601,6 +690,7 @@ macro_rules! run_ops {
                         scratch,
                     )
                 }
+                _ => run_generic(op, inputs, out, scratch),
             }
         }
     };
@@ -668,4 +758,243 @@ fn run_sdpa<E: Kernel>(
         bias: c.bias,
     };
     E::attend(q, k, v, out, shape, &params, scratch)
+}
+
+/// Input `i`, required.
+fn required<'a, E>(inputs: &[&'a [E]], i: usize) -> Result<&'a [E], Error> {
+    inputs.get(i).copied().ok_or(Error::InvalidParameter)
+}
+
+/// Input `i` if present: the generator passes an absent optional input as an empty slice.
+fn optional<'a, E>(inputs: &[&'a [E]], i: usize) -> Option<&'a [E]> {
+    inputs.get(i).copied().filter(|x| !x.is_empty())
+}
+
+/// `nn.MultiheadAttention` weights at inputs `at..at + 4` (in_proj weight and bias, out_proj
+/// weight and bias).
+fn mha_weights<'a, E>(inputs: &[&'a [E]], at: usize) -> Result<MhaWeights<'a, E>, Error> {
+    Ok(MhaWeights {
+        in_proj_weight: required(inputs, at)?,
+        in_proj_bias: optional(inputs, at + 1),
+        out_proj_weight: required(inputs, at + 2)?,
+        out_proj_bias: optional(inputs, at + 3),
+    })
+}
+
+/// FFN weights at inputs `at..at + 4` (linear1 weight and bias, linear2 weight and bias).
+fn ffn_weights<'a, E>(inputs: &[&'a [E]], at: usize) -> Result<FfnWeights<'a, E>, Error> {
+    Ok(FfnWeights {
+        w1: required(inputs, at)?,
+        b1: optional(inputs, at + 1),
+        w2: required(inputs, at + 2)?,
+        b2: optional(inputs, at + 3),
+    })
+}
+
+/// LayerNorm weights at inputs `at` and `at + 1`.
+fn norm_weights<'a, E>(inputs: &[&'a [E]], at: usize) -> Result<LayerNormWeights<'a, E>, Error> {
+    Ok(LayerNormWeights {
+        weight: required(inputs, at)?,
+        bias: optional(inputs, at + 1),
+    })
+}
+
+/// The ops whose library entry point is generic over the element type (positions, scan,
+/// graph, layers): the same call for f32 and f16. `out` holds the output followed by the
+/// op's work storage (`OpCase::work`).
+fn run_generic<E: Element>(
+    op: &Op,
+    inputs: &[&[E]],
+    out: &mut [E],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    match *op {
+        Op::Rope {
+            heads,
+            len,
+            dim,
+            layout,
+            base,
+            pos_offset,
+        } if generated::HAS_ROPE => {
+            let x = required(inputs, 0)?;
+            let y = out.get_mut(..x.len()).ok_or(Error::InvalidParameter)?;
+            y.copy_from_slice(x);
+            let params = RopeParams {
+                layout,
+                base,
+                pos_offset,
+            };
+            rope(y, heads, len, dim, &params)
+        }
+        Op::Sinusoidal {
+            len,
+            dim,
+            pos_offset,
+            base,
+        } if generated::HAS_SINUSOIDAL_PE => sinusoidal_table(out, len, dim, pos_offset, base),
+        Op::Scan {
+            channels,
+            state,
+            delta_softplus,
+        } if generated::HAS_SELECTIVE_SCAN => {
+            let shape = ScanShape::new(channels, state);
+            let weights = ScanWeights {
+                a: required(inputs, 2)?,
+                d: optional(inputs, 5),
+                delta_bias: optional(inputs, 7),
+                delta_softplus,
+            };
+            let seq = ScanSequence {
+                u: required(inputs, 0)?,
+                delta: required(inputs, 1)?,
+                b: required(inputs, 3)?,
+                c: required(inputs, 4)?,
+                z: optional(inputs, 6),
+            };
+            // The scan starts from a zero state.
+            let n = channels.checked_mul(state).ok_or(Error::InvalidParameter)?;
+            let state = scratch.get_mut(..n).ok_or(Error::InvalidParameter)?;
+            state.fill(0.0);
+            selective_scan(state, &weights, &seq, out, shape)
+        }
+        Op::Gat {
+            nodes,
+            in_features,
+            out_features,
+            heads,
+            edges,
+            concat,
+            negative_slope,
+            add_self_loops,
+        } if generated::HAS_GAT => {
+            let weights = GatWeights {
+                lin_weight: required(inputs, 1)?,
+                att_src: required(inputs, 2)?,
+                att_dst: required(inputs, 3)?,
+                bias: optional(inputs, 4),
+            };
+            let params = GatParams {
+                concat,
+                negative_slope,
+                add_self_loops,
+            };
+            let shape = GatShape::new(nodes, in_features, out_features, heads);
+            gat(
+                required(inputs, 0)?,
+                edges,
+                &weights,
+                out,
+                shape,
+                &params,
+                scratch,
+            )
+        }
+        Op::Vit {
+            channels,
+            height,
+            width,
+            patch,
+            embed,
+        } if generated::HAS_VIT_EMBED => {
+            let weights = PatchEmbedWeights {
+                patch_weight: required(inputs, 1)?,
+                patch_bias: optional(inputs, 2),
+                cls_token: optional(inputs, 3),
+                pos_embed: optional(inputs, 4),
+            };
+            let shape = PatchShape::new(channels, height, width, patch, embed);
+            patch_embed(required(inputs, 0)?, &weights, out, shape, scratch)
+        }
+        Op::Encoder {
+            len,
+            embed,
+            heads,
+            hidden,
+            activation,
+            norm_first,
+            eps,
+            mask,
+        } if generated::HAS_ENCODER_LAYER => {
+            let weights = EncoderWeights {
+                self_attn: mha_weights(inputs, 1)?,
+                ffn: ffn_weights(inputs, 5)?,
+                norm1: norm_weights(inputs, 9)?,
+                norm2: norm_weights(inputs, 11)?,
+            };
+            let config = LayerConfig {
+                activation,
+                norm_first,
+                eps,
+                self_attention: SdpaParams {
+                    mask: Mask::new(mask),
+                    ..SdpaParams::default()
+                },
+                ..LayerConfig::default()
+            };
+            let n = len.checked_mul(embed).ok_or(Error::InvalidParameter)?;
+            let (y, buffer) = out.split_at_mut(n.min(out.len()));
+            let shape = EncoderShape::new(len, embed, heads, hidden);
+            encoder_layer(
+                required(inputs, 0)?,
+                &weights,
+                y,
+                shape,
+                &config,
+                buffer,
+                scratch,
+            )
+        }
+        Op::Decoder {
+            tgt_len,
+            mem_len,
+            embed,
+            heads,
+            hidden,
+            activation,
+            norm_first,
+            eps,
+            tgt_mask,
+            memory_mask,
+        } if generated::HAS_DECODER_LAYER => {
+            let weights = DecoderWeights {
+                self_attn: mha_weights(inputs, 2)?,
+                cross_attn: mha_weights(inputs, 6)?,
+                ffn: ffn_weights(inputs, 10)?,
+                norm1: norm_weights(inputs, 14)?,
+                norm2: norm_weights(inputs, 16)?,
+                norm3: norm_weights(inputs, 18)?,
+            };
+            let config = LayerConfig {
+                activation,
+                norm_first,
+                eps,
+                self_attention: SdpaParams {
+                    mask: Mask::new(tgt_mask),
+                    ..SdpaParams::default()
+                },
+                cross_attention: SdpaParams {
+                    mask: Mask::new(memory_mask),
+                    ..SdpaParams::default()
+                },
+            };
+            let n = tgt_len.checked_mul(embed).ok_or(Error::InvalidParameter)?;
+            let (y, buffer) = out.split_at_mut(n.min(out.len()));
+            let shape = DecoderShape::new(tgt_len, mem_len, embed, heads, hidden);
+            decoder_layer(
+                required(inputs, 0)?,
+                required(inputs, 1)?,
+                &weights,
+                y,
+                shape,
+                &config,
+                buffer,
+                scratch,
+            )
+        }
+        // The attention ops have their own (per-type) entry points in `run_ops!`; an op
+        // without embedded cases has no code here (the `HAS_*` guards are constants, so the
+        // calls are left out of the firmware: the microbit's flash is small).
+        _ => Err(Error::InvalidParameter),
+    }
 }
