@@ -162,11 +162,7 @@ pub fn additive_attention_typed<E: Element>(
         context.len(),
         weights.len(),
     )?;
-    let all = take_scratch(scratch, additive_attention_typed_scratch_len(shape))?;
-    // `all` has exactly a + l + dv elements; the `min`s only let the compiler see that the
-    // splits cannot fail (no panic path).
-    let (proj, rest) = all.split_at_mut(shape.a.min(all.len()));
-    let (scores, acc) = rest.split_at_mut(shape.l.min(rest.len()));
+    let (proj, scores, acc) = split_typed_scratch(scratch, shape.a, shape.l, shape.dv)?;
     additive_core(query, keys, values, shape, params, proj, scores, acc);
     store(scores, weights);
     store(acc, context);
@@ -273,6 +269,26 @@ pub(super) fn take_scratch(scratch: &mut [f32], needed: usize) -> Result<&mut [f
     scratch
         .get_mut(..needed)
         .ok_or(Error::ScratchTooSmall { needed, found })
+}
+
+/// The parts of a typed entry point's scratch: score-specific, scores, context accumulator.
+pub(super) type TypedScratch<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+/// Splits the scratch of a typed (f16/bf16) entry point into its score-specific part
+/// (`pre` elements), the scores (`l`) and the context accumulator (`dv`), or
+/// [`Error::ScratchTooSmall`].
+pub(super) fn split_typed_scratch(
+    scratch: &mut [f32],
+    pre: usize,
+    l: usize,
+    dv: usize,
+) -> Result<TypedScratch<'_>, Error> {
+    let all = take_scratch(scratch, pre.saturating_add(l).saturating_add(dv))?;
+    // `all` has exactly pre + l + dv elements; the `min`s only let the compiler see that the
+    // splits cannot fail (no panic path).
+    let (pre, rest) = all.split_at_mut(pre.min(all.len()));
+    let (scores, acc) = rest.split_at_mut(l.min(rest.len()));
+    Ok((pre, scores, acc))
 }
 
 /// Rounds f32 results into an `E` output of the same length.

@@ -14,7 +14,8 @@
 //! query with no allowed key gets zero weights and a zero context.
 
 use super::additive::{
-    check_output_lens, score_allowed, softmax_context, store, take_scratch, tanh_score_rescaled,
+    check_output_lens, score_allowed, softmax_context, split_typed_scratch, store, take_scratch,
+    tanh_score_rescaled,
 };
 use super::score::{dot_rescaled, max_exponent, scale_back};
 use crate::element::Element;
@@ -177,13 +178,8 @@ pub fn luong_attention_typed<E: Element>(
         context.len(),
         weights.len(),
     )?;
-    let needed = luong_attention_typed_scratch_len(shape, &params.score);
-    let all = take_scratch(scratch, needed)?;
-    // `all` has exactly pre + l + dv elements; the `min`s only let the compiler see that
-    // the splits cannot fail (no panic path).
     let pre_len = luong_attention_scratch_len(shape, &params.score);
-    let (pre, rest) = all.split_at_mut(pre_len.min(all.len()));
-    let (scores, acc) = rest.split_at_mut(shape.l.min(rest.len()));
+    let (pre, scores, acc) = split_typed_scratch(scratch, pre_len, shape.l, shape.dv)?;
     luong_core(query, keys, values, shape, params, pre, scores, acc);
     store(scores, weights);
     store(acc, context);
