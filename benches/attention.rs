@@ -13,6 +13,9 @@
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use microattn::arch;
+use microattn::attention::int8::{
+    int8_sdpa, int8_sdpa_scratch_len, Int8Bias, Int8Scales, Int8SdpaParams,
+};
 use microattn::attention::{
     linear_attention, linear_attention_scratch_len, sdpa, sdpa_scratch_len, sdpa_typed,
     visited_keys, AttentionShape, LinearAttentionParams, SdpaParams,
@@ -341,6 +344,88 @@ fn bench_typed<E: Element>(
     });
 }
 
+/// The int8 paths benchmarked, as `(f32 backend to select, label)`: the selected f32 backend
+/// caps the int8 path (`avx512` → `vnni512` on a VNNI CPU, `avx2` → AVX2, `scalar`).
+fn int8_paths() -> Vec<(&'static str, &'static str)> {
+    let selected = arch::backend().name();
+    let mut paths = Vec::new();
+    for be in arch::backends() {
+        arch::select(be.name());
+        paths.push((be.name(), arch::int8_path()));
+    }
+    arch::select(selected);
+    // The selected one last, so it stays selected.
+    paths.sort_by_key(|(name, _)| *name == selected);
+    paths
+}
+
+/// Int8 SDPA (`int8_sdpa`, dot score) on the same shapes and inputs as f32, quantized with
+/// scale 1/127 (inputs in [-1, 1)); every int8 path.
+fn bench_int8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("int8_sdpa");
+    let paths = int8_paths();
+    let selected = arch::backend().name();
+    for case in CASES {
+        let shape = case.shape();
+        let (ql, kl, vl, ol) = shape.lengths().expect("valid shape");
+        let quantize = |x: Vec<f32>| {
+            x.iter()
+                .map(|&y| (y * 127.0).round() as i8)
+                .collect::<Vec<i8>>()
+        };
+        let (q, k, v) = (
+            quantize(inputs(ql, 1)),
+            quantize(inputs(kl, 2)),
+            quantize(inputs(vl, 3)),
+        );
+        let s = 1.0 / 127.0;
+        let scales = Int8Scales {
+            q: s,
+            k: s,
+            v: s,
+            out: s,
+        };
+        let params = Int8SdpaParams::new(
+            scales,
+            case.d,
+            microattn::attention::Score::Dot,
+            None,
+            case.mask(),
+            Int8Bias::None,
+        )
+        .expect("valid params");
+        let mut out = vec![0i8; ol];
+        let mut scratch = vec![0i64; int8_sdpa_scratch_len(shape)];
+        group.throughput(Throughput::Elements(case.nominal_flops() as u64));
+        if case.lq * case.lk >= 1 << 20 {
+            group.sampling_mode(SamplingMode::Flat).sample_size(10);
+        } else {
+            group.sampling_mode(SamplingMode::Auto).sample_size(10);
+        }
+        for &(backend, path) in &paths {
+            arch::select(backend);
+            let key = format!("int8 {path} {}", case.name);
+            group.bench_function(BenchmarkId::new(format!("int8/{path}"), case.name), |b| {
+                timed(b, &key, || {
+                    int8_sdpa(
+                        black_box(&q),
+                        black_box(&k),
+                        black_box(&v),
+                        &mut out,
+                        shape,
+                        &params,
+                        &mut scratch,
+                    )
+                    .expect("valid call");
+                    black_box(&out);
+                })
+            });
+        }
+        arch::select(selected);
+    }
+    group.finish();
+}
+
 /// Linear attention: `4·H·L·d·dv` flops per call (state update and readout), causal or not.
 const LINEAR: &[(&str, usize, usize, usize, bool)] = &[
     ("8x128x128x64", 8, 128, 64, false),
@@ -568,6 +653,7 @@ fn summary(peak: f64, peak_avx2: Option<f64>, bandwidth: f64) {
             )),
         );
     }
+    int8_summary(best_name);
     println!("\n| other | µs/call | GFLOP/s |\n|---|---|---|");
     for &(name, heads, len, d, _) in LINEAR {
         if let Some(t) = best(&format!("linear {name}")) {
@@ -589,6 +675,52 @@ fn summary(peak: f64, peak_avx2: Option<f64>, bandwidth: f64) {
     }
 }
 
+/// The int8 table: rates in GOP/s (`4·H·Lq·Lk·d` integer operations per call, the f32
+/// count), every path, and the best path's ratio to the selected f32 backend.
+fn int8_summary(best_name: &str) {
+    let paths = int8_paths();
+    let Some(&(_, best_path)) = paths.last() else {
+        return;
+    };
+    if best(&format!("int8 {best_path} {}", CASES[0].name)).is_none() {
+        return;
+    }
+    print!(
+        "\n| int8 shape | {best_path} µs/call | {best_path} GOP/s (median) | × f32 {best_name} |"
+    );
+    for (_, p) in &paths[..paths.len() - 1] {
+        print!(" {p} GOP/s |");
+    }
+    println!();
+    print!("|---|---|---|---|");
+    for _ in &paths[..paths.len() - 1] {
+        print!("---|");
+    }
+    println!();
+    for case in CASES {
+        let Some(t) = best(&format!("int8 {best_path} {}", case.name)) else {
+            continue;
+        };
+        let flops = case.nominal_flops();
+        let median = quantile(&format!("int8 {best_path} {}", case.name), 0.5).unwrap_or(t);
+        let ratio = best(&format!("f32 {best_name} {}", case.name))
+            .map_or("–".to_string(), |f| format!("{:.2}×", f / t));
+        print!(
+            "| {} | {:.1} | {:.1} ({:.1}) | {ratio} |",
+            case.name,
+            t * 1e6,
+            gflops(flops, t),
+            gflops(flops, median)
+        );
+        for (_, p) in &paths[..paths.len() - 1] {
+            let rate = best(&format!("int8 {p} {}", case.name))
+                .map_or("–".to_string(), |t| format!("{:.1}", gflops(flops, t)));
+            print!(" {rate} |");
+        }
+        println!();
+    }
+}
+
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -603,6 +735,7 @@ fn main() {
         .map(fma_peak);
     let bandwidth = read_bandwidth(CASES[4].kv_bytes(4) as usize);
     bench_sdpa(&mut c);
+    bench_int8(&mut c);
     bench_linear(&mut c);
     bench_mha(&mut c);
     c.final_summary();

@@ -55,7 +55,15 @@ pub fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) -> Res
     unsafe {
         super::cortex_m_dsp::dot_i8_keys(q, keys, stride, out)
     };
-    #[cfg(not(all(target_arch = "arm", any(arm_dsp, arm_mve))))]
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: checked above, as for the Arm versions.
+    unsafe {
+        super::x86_int8::dot_i8_keys(q, keys, stride, out)
+    };
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "arm", any(arm_dsp, arm_mve))
+    )))]
     scalar::dot_i8_keys(q, keys, stride, out);
     Ok(())
 }
@@ -86,7 +94,15 @@ pub fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) -> Result<(), 
     unsafe {
         super::cortex_m_dsp::pv_i8(w, v, stride, acc)
     };
-    #[cfg(not(all(target_arch = "arm", any(arm_dsp, arm_mve))))]
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: checked above, as for the Arm versions.
+    unsafe {
+        super::x86_int8::pv_i8(w, v, stride, acc)
+    };
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "arm", any(arm_dsp, arm_mve))
+    )))]
     scalar::pv_i8(w, v, stride, acc);
     Ok(())
 }

@@ -36,6 +36,11 @@ mod mve;
 pub use int8::{dot_i8, dot_i8_keys, pv_i8};
 #[cfg(target_arch = "x86_64")]
 mod x86;
+// Int8 primitives on x86_64 (AVX-512 VNNI, AVX2), run-time dispatch: see `x86_int8.rs`.
+#[cfg(target_arch = "x86_64")]
+mod x86_int8;
+#[cfg(target_arch = "x86_64")]
+pub use x86_int8::int8_path;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -1,0 +1,407 @@
+//! x86_64 versions of the int8 primitives [`super::dot_i8_keys`] and [`super::pv_i8`]:
+//!
+//! | path | needs | dot products | weighted rows |
+//! |---|---|---|---|
+//! | `vnni512` | AVX-512F/BW/VL + AVX512_VNNI, rustc ≥ 1.89 (`cfg(microattn_avx512)`) | `vpdpbusd`, 16 keys per block | `vpmulld` on 16 columns |
+//! | `avx2` | AVX2 | `vpmovsxbw` + `vpmaddwd`, 8 keys per block | `vpmulld` on 8 columns |
+//! | `scalar` | – | [`super::scalar`] | [`super::scalar`] |
+//!
+//! Every path gives the scalar bits: all arithmetic is `i32` modulo 2^32, where the order of
+//! the additions does not matter, and every product is exact (`vpmaddwd` of sign-extended
+//! bytes, `vpmulld` keeps the low 32 bits as `wrapping_mul` does).
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so the keys are biased to unsigned
+//! (`k ^ 0x80 = k + 128`) and the bias is taken off once per query:
+//! `Σ (k_i + 128)·q_i - 128·Σ q_i = Σ k_i·q_i`.
+//!
+//! The path follows the f32 backend ([`super::backend`]): `MICROATTN_BACKEND=scalar` or
+//! `select("scalar")` gives scalar int8 too, `avx2` caps it at `avx2`. The CPU features are
+//! detected once with `std` and taken from the compile-time target features without.
+
+use super::scalar;
+use core::arch::x86_64::*;
+
+/// The int8 code paths, worst to best.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Path {
+    Scalar = 1,
+    Avx2 = 2,
+    // Without `std`, only built when the target features enable it.
+    #[cfg(microattn_avx512)]
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    Vnni512 = 3,
+}
+
+/// The best path the CPU supports, with `std`: detected at the first call, then cached.
+#[cfg(feature = "std")]
+fn detected() -> Path {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static DETECTED: AtomicU8 = AtomicU8::new(0);
+    match DETECTED.load(Ordering::Relaxed) {
+        1 => Path::Scalar,
+        2 => Path::Avx2,
+        #[cfg(microattn_avx512)]
+        3 => Path::Vnni512,
+        _ => {
+            let path = detect();
+            DETECTED.store(path as u8, Ordering::Relaxed);
+            path
+        }
+    }
+}
+
+/// Runs the CPU feature checks (once, from [`detected`]).
+#[cfg(feature = "std")]
+fn detect() -> Path {
+    #[cfg(microattn_avx512)]
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vnni")
+        && std::is_x86_feature_detected!("avx2")
+    {
+        return Path::Vnni512;
+    }
+    if std::is_x86_feature_detected!("avx2") {
+        return Path::Avx2;
+    }
+    Path::Scalar
+}
+
+/// Without `std`: the best path the compile-time target features allow.
+#[cfg(not(feature = "std"))]
+fn detected() -> Path {
+    #[cfg(all(
+        microattn_avx512,
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512vl",
+        target_feature = "avx512vnni",
+        target_feature = "avx2"
+    ))]
+    return Path::Vnni512;
+    #[allow(unreachable_code)]
+    if cfg!(target_feature = "avx2") {
+        Path::Avx2
+    } else {
+        Path::Scalar
+    }
+}
+
+/// The path for this call: the detected one, capped by the selected f32 backend (its lane
+/// count tells scalar, avx2 and avx512 apart without comparing names).
+#[inline]
+fn path() -> Path {
+    let cap = match super::backend().lanes() {
+        1 => Path::Scalar,
+        8 => Path::Avx2,
+        _ => return detected(),
+    };
+    detected().min(cap)
+}
+
+/// The name of the int8 path the kernels use now: `vnni512`, `avx2` or `scalar`.
+pub fn int8_path() -> &'static str {
+    match path() {
+        Path::Scalar => "scalar",
+        Path::Avx2 => "avx2",
+        #[cfg(microattn_avx512)]
+        Path::Vnni512 => "vnni512",
+    }
+}
+
+/// [`scalar::dot_i8_keys`] on the best path.
+///
+/// # Safety
+/// Every key fits: `(out.len() - 1)·stride + q.len() <= keys.len()` when `out` is not empty.
+#[inline]
+pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
+    match path() {
+        Path::Scalar => scalar::dot_i8_keys(q, keys, stride, out),
+        Path::Avx2 => dot_keys_avx2(q, keys, stride, out),
+        #[cfg(microattn_avx512)]
+        Path::Vnni512 => dot_keys_vnni(q, keys, stride, out),
+    }
+}
+
+/// [`scalar::pv_i8`] on the best path.
+///
+/// # Safety
+/// Every row fits: `(w.len() - 1)·stride + acc.len() <= v.len()` when `w` is not empty.
+#[inline]
+pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
+    match path() {
+        Path::Scalar => scalar::pv_i8(w, v, stride, acc),
+        Path::Avx2 => pv_avx2(w, v, stride, acc),
+        #[cfg(microattn_avx512)]
+        Path::Vnni512 => pv_avx512(w, v, stride, acc),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2.
+
+/// Keys per block of the AVX2 dot products (one `ymm` accumulator each).
+const AVX2_KEYS: usize = 8;
+
+/// The lane sums of eight `ymm` vectors of `i32`, `[Σv0, ..., Σv7]` (wrapping).
+#[inline(always)]
+unsafe fn sum8_epi32(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let h0123 = _mm256_hadd_epi32(h01, h23);
+    let h4567 = _mm256_hadd_epi32(h45, h67);
+    let low = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+    let high = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+    _mm256_add_epi32(low, high)
+}
+
+/// Caller: AVX2; every key fits (see [`dot_i8_keys`]).
+#[target_feature(enable = "avx2")]
+unsafe fn dot_keys_avx2(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
+    let d = q.len();
+    let (chunks, tail) = (d / 16, d - d % 16);
+    let qp = q.as_ptr();
+    let n = out.len();
+    let mut j = 0;
+    while j < n {
+        let count = (n - j).min(AVX2_KEYS);
+        // Keys past `count` repeat key `j` (in bounds); their sums are not stored.
+        let mut ptrs = [keys.as_ptr().add(j * stride); AVX2_KEYS];
+        for (i, p) in ptrs.iter_mut().enumerate().take(count) {
+            *p = keys.as_ptr().add((j + i) * stride);
+        }
+        let mut acc = [_mm256_setzero_si256(); AVX2_KEYS];
+        for c in 0..chunks {
+            // 16 query bytes as i16, then one exact pairwise i16 product-sum per key.
+            let qx = _mm256_cvtepi8_epi16(_mm_loadu_si128(qp.add(16 * c).cast()));
+            for (a, p) in acc.iter_mut().zip(ptrs) {
+                let kx = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16 * c).cast()));
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(kx, qx));
+            }
+        }
+        let mut sums = [0i32; AVX2_KEYS];
+        _mm256_storeu_si256(sums.as_mut_ptr().cast(), sum8_epi32(&acc));
+        // The last d % 16 bytes of each key (no indexing: nothing here can panic).
+        let q_tail = q.get(tail..).unwrap_or_default();
+        for ((o, s), p) in out.iter_mut().skip(j).take(count).zip(sums).zip(ptrs) {
+            let key = core::slice::from_raw_parts(p.add(tail), d - tail);
+            *o = s.wrapping_add(scalar::dot_i8(q_tail, key));
+        }
+        j += count;
+    }
+}
+
+/// Caller: AVX2; every row fits (see [`pv_i8`]).
+#[target_feature(enable = "avx2")]
+unsafe fn pv_avx2(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
+    let dv = acc.len();
+    let full = dv / 8;
+    let mut chunk = 0;
+    // Four 8-column chunks at a time (4 accumulators), then one at a time.
+    while chunk + 4 <= full {
+        pv_avx2_chunks::<4>(w, v, stride, acc, 8 * chunk);
+        chunk += 4;
+    }
+    while chunk < full {
+        pv_avx2_chunks::<1>(w, v, stride, acc, 8 * chunk);
+        chunk += 1;
+    }
+    let done = 8 * full;
+    if let Some(tail) = acc.get_mut(done..) {
+        for (j, &wj) in w.iter().enumerate() {
+            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + done), dv - done);
+            for (a, &x) in tail.iter_mut().zip(row) {
+                *a = a.wrapping_add(wj.wrapping_mul(x as i32));
+            }
+        }
+    }
+}
+
+/// Columns `col..col + 8·N` of [`pv_avx2`]. Caller: AVX2, rows fit, `col + 8·N <= acc.len()`.
+#[inline(always)]
+unsafe fn pv_avx2_chunks<const N: usize>(
+    w: &[i32],
+    v: &[i8],
+    stride: usize,
+    acc: &mut [i32],
+    col: usize,
+) {
+    let ap = acc.as_mut_ptr().add(col);
+    let mut a = [_mm256_setzero_si256(); N];
+    for (k, x) in a.iter_mut().enumerate() {
+        *x = _mm256_loadu_si256(ap.add(8 * k).cast());
+    }
+    for (j, &wj) in w.iter().enumerate() {
+        let ws = _mm256_set1_epi32(wj);
+        let row = v.as_ptr().add(j * stride + col);
+        for (k, x) in a.iter_mut().enumerate() {
+            let vx = _mm256_cvtepi8_epi32(_mm_loadl_epi64(row.add(8 * k).cast()));
+            *x = _mm256_add_epi32(*x, _mm256_mullo_epi32(ws, vx));
+        }
+    }
+    for (k, x) in a.iter().enumerate() {
+        _mm256_storeu_si256(ap.add(8 * k).cast(), *x);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 VNNI. The intrinsics are stable from rustc 1.89; `build.rs` enables this code only
+// there (`cfg(microattn_avx512)`).
+
+/// Keys per block of the VNNI dot products (one `zmm` accumulator each).
+#[cfg(microattn_avx512)]
+const VNNI_KEYS: usize = 16;
+
+/// Fewer keys than this left: one key at a time with a horizontal sum (a 16-key block costs
+/// about 45 shuffles and adds for its reduction, a single key about 6).
+#[cfg(microattn_avx512)]
+const VNNI_SINGLE_BELOW: usize = 10;
+
+/// `[Σv0, ..., Σv15]` of sixteen `zmm` vectors of `i32` (wrapping): a transposing reduction
+/// that shares its shuffles between the vectors (45 instructions).
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn sum16_epi32(v: &[__m512i; 16]) -> __m512i {
+    // Per 128-bit block: [a0+a2, b0+b2, a1+a3, b1+b3].
+    let mut s = [_mm512_setzero_si512(); 8];
+    for (i, x) in s.iter_mut().enumerate() {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        *x = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    }
+    // Per 128-bit block: the block sums of four keys, in order.
+    let mut t = [_mm512_setzero_si512(); 4];
+    for (i, x) in t.iter_mut().enumerate() {
+        let (a, b) = (s[2 * i], s[2 * i + 1]);
+        *x = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    // Blocks 0+1 and 2+3 of two such vectors: [t0 01, t0 23, t1 01, t1 23].
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(a, b),
+            _mm512_shuffle_i32x4::<0xDD>(a, b),
+        )
+    };
+    let (u0, u1) = (pair(t[0], t[1]), pair(t[2], t[3]));
+    pair(u0, u1)
+}
+
+/// Caller: AVX-512F/BW/VL, AVX512_VNNI; every key fits (see [`dot_i8_keys`]).
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn dot_keys_vnni(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
+    let d = q.len();
+    let chunks = d / 64;
+    // Bytes of the last, partial 64-byte chunk (masked loads read nothing past them).
+    let tail_mask: __mmask64 = (1u64 << (d % 64)) - 1;
+    let qp = q.as_ptr();
+    // The bias correction 128·Σq: Σ(k + 128)·q - 128·Σq = Σ k·q.
+    let q_sum = q.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32));
+    let correction = q_sum.wrapping_mul(128);
+    let flip = _mm512_set1_epi8(-128);
+    let n = out.len();
+    let mut j = 0;
+    while n - j >= VNNI_SINGLE_BELOW {
+        let count = (n - j).min(VNNI_KEYS);
+        // Keys past `count` repeat key `j` (in bounds); their sums are not stored.
+        let mut ptrs = [keys.as_ptr().add(j * stride); VNNI_KEYS];
+        for (i, p) in ptrs.iter_mut().enumerate().take(count) {
+            *p = keys.as_ptr().add((j + i) * stride);
+        }
+        let mut acc = [_mm512_setzero_si512(); VNNI_KEYS];
+        for c in 0..chunks {
+            let qv = _mm512_loadu_si512(qp.add(64 * c).cast());
+            for (a, p) in acc.iter_mut().zip(ptrs) {
+                let kv = _mm512_xor_si512(_mm512_loadu_si512(p.add(64 * c).cast()), flip);
+                *a = _mm512_dpbusd_epi32(*a, kv, qv);
+            }
+        }
+        if tail_mask != 0 {
+            // Masked-off bytes: q = 0, so their biased keys (0x80) add nothing.
+            let qv = _mm512_maskz_loadu_epi8(tail_mask, qp.add(64 * chunks));
+            for (a, p) in acc.iter_mut().zip(ptrs) {
+                let k = _mm512_maskz_loadu_epi8(tail_mask, p.add(64 * chunks));
+                *a = _mm512_dpbusd_epi32(*a, _mm512_xor_si512(k, flip), qv);
+            }
+        }
+        let sums = _mm512_sub_epi32(sum16_epi32(&acc), _mm512_set1_epi32(correction));
+        let store_mask: __mmask16 = ((1u32 << count) - 1) as u16;
+        _mm512_mask_storeu_epi32(out.as_mut_ptr().add(j).cast(), store_mask, sums);
+        j += count;
+    }
+    // The last few keys one at a time.
+    for (i, o) in out.iter_mut().skip(j).enumerate() {
+        let p = keys.as_ptr().add((j + i) * stride);
+        let mut a = _mm512_setzero_si512();
+        for c in 0..chunks {
+            let qv = _mm512_loadu_si512(qp.add(64 * c).cast());
+            let kv = _mm512_xor_si512(_mm512_loadu_si512(p.add(64 * c).cast()), flip);
+            a = _mm512_dpbusd_epi32(a, kv, qv);
+        }
+        if tail_mask != 0 {
+            let qv = _mm512_maskz_loadu_epi8(tail_mask, qp.add(64 * chunks));
+            let k = _mm512_maskz_loadu_epi8(tail_mask, p.add(64 * chunks));
+            a = _mm512_dpbusd_epi32(a, _mm512_xor_si512(k, flip), qv);
+        }
+        *o = _mm512_reduce_add_epi32(a).wrapping_sub(correction);
+    }
+}
+
+/// Caller: AVX-512F/BW/VL; every row fits (see [`pv_i8`]).
+#[cfg(microattn_avx512)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn pv_avx512(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
+    let dv = acc.len();
+    let mut col = 0;
+    // 64 columns (four `zmm` accumulators) at a time; the last group's chunks are masked.
+    while col < dv {
+        let left = dv - col;
+        match left.div_ceil(16) {
+            1 => pv_avx512_chunks::<1>(w, v, stride, acc, col, left),
+            2 => pv_avx512_chunks::<2>(w, v, stride, acc, col, left),
+            3 => pv_avx512_chunks::<3>(w, v, stride, acc, col, left),
+            _ => pv_avx512_chunks::<4>(w, v, stride, acc, col, left.min(64)),
+        }
+        col += 64;
+    }
+}
+
+/// Columns `col..col + cols` of [`pv_avx512`] (`16·(N-1) < cols <= 16·N`). Caller:
+/// AVX-512F/BW/VL, rows fit, `col + cols <= acc.len()`.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn pv_avx512_chunks<const N: usize>(
+    w: &[i32],
+    v: &[i8],
+    stride: usize,
+    acc: &mut [i32],
+    col: usize,
+    cols: usize,
+) {
+    let ap = acc.as_mut_ptr().add(col);
+    let mut masks = [0u16; N];
+    for (k, m) in masks.iter_mut().enumerate() {
+        let lanes = cols.saturating_sub(16 * k).min(16);
+        *m = ((1u32 << lanes) - 1) as u16;
+    }
+    let mut a = [_mm512_setzero_si512(); N];
+    for (k, (x, &m)) in a.iter_mut().zip(&masks).enumerate() {
+        *x = _mm512_maskz_loadu_epi32(m, ap.add(16 * k).cast());
+    }
+    for (j, &wj) in w.iter().enumerate() {
+        let ws = _mm512_set1_epi32(wj);
+        let row = v.as_ptr().add(j * stride + col);
+        for (k, (x, &m)) in a.iter_mut().zip(&masks).enumerate() {
+            let bytes = _mm_maskz_loadu_epi8(m, row.add(16 * k).cast());
+            *x = _mm512_add_epi32(*x, _mm512_mullo_epi32(ws, _mm512_cvtepi8_epi32(bytes)));
+        }
+    }
+    for (k, (x, &m)) in a.iter().zip(&masks).enumerate() {
+        _mm512_mask_storeu_epi32(ap.add(16 * k).cast(), m, *x);
+    }
+}
