@@ -108,12 +108,231 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
     }
 }
 
+/// Keys of one gather pass of [`pv_i8`]: four blocks of eight 16-bit lanes.
+const PASS_KEYS: usize = 32;
+/// Largest value-row stride the 16-bit gather offsets reach in a pass (`31 · stride < 2^16`).
+const MAX_GATHER_STRIDE: usize = u16::MAX as usize / (PASS_KEYS - 1);
+
 /// `acc[c] += Σ_j w[j] · v[j·stride + c]` (wrapping), as [`scalar::pv_i8`].
+///
+/// With signed 16-bit weights (the SDPA's Q15 softmax weights) the sum runs over keys: per
+/// pass of up to 32 keys the weights are narrowed into four 16-bit vectors, and per column
+/// `VLDRB.S16` gathers the column's bytes of eight value rows (16-bit offsets `j·stride`) for
+/// one `VMLADAVA.S16` (eight products summed into a general-purpose register). Other weights
+/// (or strides too wide for 16-bit offsets) go row by row with `VMLA.I32`.
 ///
 /// # Safety
 /// Every value row is in bounds: `(w.len() - 1) · stride + acc.len() <= v.len()` when `w` is
 /// not empty.
 pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
+    let groups = acc.len() / 4;
+    if groups == 0 || stride > MAX_GATHER_STRIDE {
+        pv_rows(w, v.as_ptr(), stride, acc);
+        return;
+    }
+    let mut offsets = [0u16; PASS_KEYS];
+    let mut weights = [0i16; PASS_KEYS];
+    let mut offsets_for = 0;
+    let (body, tail) = acc.split_at_mut(groups * 4);
+    for (pass, wp) in w.chunks(PASS_KEYS).enumerate() {
+        let rows = v.as_ptr().add(pass * PASS_KEYS * stride);
+        let m = wp.len();
+        if !narrow(wp, &mut weights) {
+            pv_rows(wp, rows, stride, body);
+        } else {
+            if offsets_for != m {
+                row_offsets(m, stride, &mut offsets);
+                offsets_for = m;
+            }
+            gather_pass(&weights, &offsets, rows, body.as_mut_ptr(), groups);
+        }
+        if !tail.is_empty() {
+            // The last one to three columns.
+            for (j, &wj) in wp.iter().enumerate() {
+                let row =
+                    core::slice::from_raw_parts(rows.add(j * stride + groups * 4), tail.len());
+                for (a, &x) in tail.iter_mut().zip(row) {
+                    *a = a.wrapping_add(wj.wrapping_mul(x as i32));
+                }
+            }
+        }
+    }
+}
+
+/// Narrows `w` (at most [`PASS_KEYS`] weights) into `out` (zeros after `w.len()`) when every
+/// weight is within `±(2^15 - 1)`; returns whether it did.
+#[inline(always)]
+fn narrow(w: &[i32], out: &mut [i16; PASS_KEYS]) -> bool {
+    let m = w.len().min(PASS_KEYS);
+    if m < PASS_KEYS {
+        *out = [0; PASS_KEYS];
+    }
+    if m == 0 {
+        return true;
+    }
+    let mut max_abs = 0u32;
+    // SAFETY: `m` (at most PASS_KEYS) weights are read from `w` and their low halves written to
+    // `out` (PASS_KEYS halfwords); the tail-predicated loop touches only the first `m` lanes.
+    unsafe {
+        asm!(
+            "dlstp.32 lr, {m}",
+            "2:",
+            "vldrw.u32 q0, [{w}], #16",
+            "vmaxav.s32 {max}, q0",
+            // The low halfword of each weight.
+            "vstrh.32 q0, [{out}], #8",
+            "letp lr, 2b",
+            m = in(reg) m,
+            w = inout(reg) w.as_ptr() => _,
+            out = inout(reg) out.as_mut_ptr() => _,
+            max = inout(reg) max_abs,
+            out("lr") _,
+            out("d0") _,
+            out("d1") _,
+            options(nostack),
+        );
+    }
+    max_abs <= i16::MAX as u32
+}
+
+/// `out[j] = j · stride` for `j < m`, 0 after (a row of the pass that does not exist is read
+/// at offset 0, in bounds, with a weight of 0). `31 · stride` fits 16 bits.
+#[inline(always)]
+fn row_offsets(m: usize, stride: usize, out: &mut [u16; PASS_KEYS]) {
+    let m = m.min(PASS_KEYS);
+    *out = [0; PASS_KEYS];
+    if m == 0 {
+        return;
+    }
+    // SAFETY: the tail-predicated loop writes the first `m` halfwords of `out`.
+    unsafe {
+        asm!(
+            "movs r0, #0",
+            "dlstp.16 lr, {m}",
+            "2:",
+            "vidup.u16 q0, r0, #1",
+            "vmul.i16 q0, q0, {stride}",
+            "vstrh.16 q0, [{out}], #16",
+            "letp lr, 2b",
+            m = in(reg) m,
+            stride = in(reg) stride,
+            out = inout(reg) out.as_mut_ptr() => _,
+            // VIDUP takes an even register.
+            out("r0") _,
+            out("lr") _,
+            out("d0") _,
+            out("d1") _,
+            options(nostack),
+        );
+    }
+}
+
+/// One block of eight keys for four columns: `VLDRB.S16` gathers of the columns' bytes of the
+/// block's rows (offsets from `[off, #OFF]`), each summed against the weights in `QW` with
+/// `VMLADAVA.S16` into the columns' accumulators (r0, r2, r4, r8).
+macro_rules! gather_block {
+    ($qw:literal, $off:literal) => {
+        concat!(
+            "vldrh.u16 q4, [{off}, #",
+            $off,
+            "]\n",
+            "vldrb.s16 q5, [{b0}, q4]\n",
+            "vmladava.s16 r0, ",
+            $qw,
+            ", q5\n",
+            "vldrb.s16 q6, [{b1}, q4]\n",
+            "vmladava.s16 r2, ",
+            $qw,
+            ", q6\n",
+            "vldrb.s16 q7, [{b2}, q4]\n",
+            "vmladava.s16 r4, ",
+            $qw,
+            ", q7\n",
+            "vldrb.s16 q5, [{b3}, q4]\n",
+            "vmladava.s16 r8, ",
+            $qw,
+            ", q5\n",
+        )
+    };
+}
+
+/// Adds the weighted sum of 32 value rows (`rows + j·stride` for the offsets `offsets[j]`) to
+/// `groups` groups of four accumulators: the four weight vectors stay in q0-q3, and per group
+/// four blocks of eight keys (one offset load, four gathers, four `VMLADAVA.S16` each).
+///
+/// # Safety
+/// `acc` holds `4 · groups` `i32`s (4-byte aligned), `groups >= 1`; every row at an offset of
+/// `offsets` is readable for `4 · groups` bytes from `rows`.
+#[inline(always)]
+unsafe fn gather_pass(
+    weights: &[i16; PASS_KEYS],
+    offsets: &[u16; PASS_KEYS],
+    rows: *const i8,
+    acc: *mut i32,
+    groups: usize,
+) {
+    asm!(
+        "vldrh.u16 q0, [{b1}]",
+        "vldrh.u16 q1, [{b1}, #16]",
+        "vldrh.u16 q2, [{b1}, #32]",
+        "vldrh.u16 q3, [{b1}, #48]",
+        "add {b1}, {b0}, #1",
+        "add {b2}, {b0}, #2",
+        "add {b3}, {b0}, #3",
+        "dls lr, lr",
+        "2:",
+        "ldrd r0, r2, [{acc}]",
+        "ldrd r4, r8, [{acc}, #8]",
+        gather_block!("q0", "0"),
+        gather_block!("q1", "16"),
+        gather_block!("q2", "32"),
+        gather_block!("q3", "48"),
+        "strd r4, r8, [{acc}, #8]",
+        "strd r0, r2, [{acc}], #16",
+        "adds {b0}, #4",
+        "adds {b1}, #4",
+        "adds {b2}, #4",
+        "adds {b3}, #4",
+        "le lr, 2b",
+        b0 = inout(reg) rows => _,
+        // The weights' address, then the second column's base.
+        b1 = inout(reg) weights.as_ptr() => _,
+        b2 = out(reg) _,
+        b3 = out(reg) _,
+        off = in(reg) offsets.as_ptr(),
+        acc = inout(reg) acc => _,
+        inout("lr") groups => _,
+        out("r0") _,
+        out("r2") _,
+        out("r4") _,
+        out("r8") _,
+        out("d0") _,
+        out("d1") _,
+        out("d2") _,
+        out("d3") _,
+        out("d4") _,
+        out("d5") _,
+        out("d6") _,
+        out("d7") _,
+        out("d8") _,
+        out("d9") _,
+        out("d10") _,
+        out("d11") _,
+        out("d12") _,
+        out("d13") _,
+        out("d14") _,
+        out("d15") _,
+        options(nostack),
+    );
+}
+
+/// Row by row (any `i32` weights): 16 value columns per pass in four `i32` accumulator
+/// vectors; per value row, four sign-extending `VLDRB.S32` and four `VMLA.I32` by the row's
+/// weight. Columns past the last multiple of 16 in scalar code.
+///
+/// # Safety
+/// `(w.len() - 1) · stride + acc.len()` bytes are readable from `v` when `w` is not empty.
+unsafe fn pv_rows(w: &[i32], v: *const i8, stride: usize, acc: &mut [i32]) {
     let cols = acc.len();
     let body = cols & !15;
     if w.is_empty() {
@@ -146,7 +365,7 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
             "vstrw.32 q7, [{acc}, #48]",
             n = in(reg) w.len(),
             wp = inout(reg) w.as_ptr() => _,
-            inout("r1") v.as_ptr().add(c) => _,
+            inout("r1") v.add(c) => _,
             stride = in(reg) stride,
             acc = in(reg) acc.as_mut_ptr().add(c),
             x = out(reg) _,
@@ -174,7 +393,7 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
     let tail = acc.chunks_exact_mut(16).into_remainder();
     if !tail.is_empty() {
         for (j, &wj) in w.iter().enumerate() {
-            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + body), tail.len());
+            let row = core::slice::from_raw_parts(v.add(j * stride + body), tail.len());
             for (a, &x) in tail.iter_mut().zip(row) {
                 *a = a.wrapping_add(wj.wrapping_mul(x as i32));
             }
