@@ -8,6 +8,7 @@
 //! ```text
 //! check arch_i8 PRIMITIVE cases N failed M
 //! check arch_f32 BACKEND PRIMITIVE cases N failed M
+//! check arch_f16 BACKEND PRIMITIVE cases N failed M   (hard-float cores only)
 //! ```
 
 use defmt::println;
@@ -45,7 +46,12 @@ impl Rng {
 /// Runs the checks and prints their lines; returns the number of failed cases.
 pub fn run() -> usize {
     let mut rng = Rng(0x1234_5678);
-    check_i8(&mut rng) + check_f32(&mut rng)
+    let failed = check_i8(&mut rng) + check_f32(&mut rng);
+    // The f16 lines only where a hard-float backend could differ from scalar (the M0's flash
+    // has no room for a scalar-against-scalar check).
+    #[cfg(target_abi = "eabihf")]
+    let failed = failed + check_f16(&mut rng);
+    failed
 }
 
 /// The int8 primitives against `arch::scalar` (separate frame from [`check_f32`]: the
@@ -215,4 +221,80 @@ fn check_f32(rng: &mut Rng) -> usize {
 /// Bitwise equality (NaN payloads and signed zeros included).
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[cfg(target_abi = "eabihf")]
+/// f16 values: every finite bit pattern is as likely (subnormals, ±0 and ±65504 included),
+/// infinities and NaNs left out (their products' NaN choice is not part of the contract).
+fn halves(rng: &mut Rng, x: &mut [microattn::f16]) {
+    for v in x.iter_mut() {
+        let h = microattn::f16::from_bits(rng.next() as u16);
+        *v = if h.is_finite() {
+            h
+        } else {
+            microattn::f16::ONE
+        };
+    }
+}
+
+#[cfg(target_abi = "eabihf")]
+/// The f16 primitives of the selected backend (`cortex-m-fpu` widens with `VCVTB`/`VCVTT`)
+/// against the scalar backend, bit for bit.
+#[inline(never)]
+fn check_f16(rng: &mut Rng) -> usize {
+    let selected = arch::backend();
+    let Some(reference) = arch::backends().next() else {
+        println!("check arch_f16 backends cases 0 failed 1");
+        return 1;
+    };
+    let zero = microattn::f16::ZERO;
+    let mut q = [zero; MAX_LEN];
+    let mut pool = [zero; POOL];
+    let (mut cases, mut failed) = (0, 0);
+    for d in 0..=MAX_LEN {
+        for keys in 0..=MAX_ROWS {
+            let stride = d + (d + keys) % 4;
+            halves(rng, &mut q);
+            halves(rng, &mut pool);
+            let (mut got, mut want) = ([0.0f32; MAX_ROWS], [0.0f32; MAX_ROWS]);
+            let a = selected.dot_keys_f16(&q[..d], &pool, stride, 0.125, &mut got[..keys]);
+            let b = reference.dot_keys_f16(&q[..d], &pool, stride, 0.125, &mut want[..keys]);
+            cases += 1;
+            if a.is_err() || b.is_err() || !same_bits(&got, &want) {
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "check arch_f16 {=str} dot_keys cases {=usize} failed {=usize}",
+        selected.name(),
+        cases,
+        failed
+    );
+    let fails = failed;
+    let (mut cases, mut failed) = (0, 0);
+    for cols in 0..=MAX_LEN {
+        for rows in 0..=MAX_ROWS {
+            let stride = cols + (cols + rows) % 4;
+            halves(rng, &mut pool);
+            let mut w = [0.0f32; MAX_ROWS];
+            floats(rng, &mut w);
+            let mut got = [0.0f32; MAX_LEN];
+            floats(rng, &mut got);
+            let mut want = got;
+            let a = selected.pv_row_f16(&w[..rows], &pool, stride, &mut got[..cols]);
+            let b = reference.pv_row_f16(&w[..rows], &pool, stride, &mut want[..cols]);
+            cases += 1;
+            if a.is_err() || b.is_err() || !same_bits(&got, &want) {
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "check arch_f16 {=str} pv_row cases {=usize} failed {=usize}",
+        selected.name(),
+        cases,
+        failed
+    );
+    fails + failed
 }
