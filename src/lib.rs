@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `std` | host conveniences (runtime SIMD dispatch, calibration helpers) |
 //! | `defmt` | `defmt::Format` on public types, for firmware logging |
+//! | `rayon` | heads in parallel on a rayon pool ([`par::sdpa_par`]; implies `std`) |
 //!
 //! ```
 //! use microattn::attention::{sdpa_fixed, SdpaParams};
@@ -43,6 +44,8 @@ pub mod mask;
 pub mod math;
 pub mod mha;
 pub mod models;
+#[cfg(feature = "rayon")]
+pub mod par;
 pub mod position;
 pub mod projection;
 pub mod quant;
