@@ -601,12 +601,10 @@ fn sdpa_overflowing_dot_products_stay_finite() {
     }
 }
 
-/// Known open bug (src/attention/sdpa.rs, owned by the SIMD engineer): the unnormalized
-/// accumulator `Σ exp(s_j - max) v_j` overflows when values are near `f32::MAX / lk`, so
-/// finite inputs give an infinite output although the result is a convex combination of
-/// the values.
+/// Regression (was an open bug): the unnormalized accumulator `Σ exp(s_j - max) v_j`
+/// overflowed when values are near `f32::MAX / lk`, so finite inputs gave an infinite output
+/// although the result is a convex combination of the values.
 #[test]
-#[ignore = "open: sdpa accumulator overflow for values near f32::MAX (src/attention/sdpa.rs)"]
 fn sdpa_values_near_max_stay_finite() {
     let m = f32::MAX;
     let out = sdpa1(
@@ -627,6 +625,178 @@ fn sdpa_values_near_max_stay_finite() {
     )
     .unwrap();
     assert_near(&out, &[(m / 2.0) as f64], 1e-6, "mean of three MAX/2");
+}
+
+/// f64 reference of dot-score attention over heads (`[heads, lq, d]` against
+/// `[kv_heads, lk, d]` / `[kv_heads, lk, dv]`) with an optional causal mask at query
+/// position offset `causal` (query `i` sees keys `0..=i + offset`; rows that see no key are
+/// zero). Exact enough: f64 holds f32 products and sums without overflow.
+fn sdpa_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttentionShape,
+    scale: f64,
+    causal: Option<i64>,
+) -> Vec<f64> {
+    let group = s.heads / s.kv_heads;
+    let mut out = vec![0.0f64; s.heads * s.lq * s.dv];
+    for h in 0..s.heads {
+        let kvh = h / group;
+        for i in 0..s.lq {
+            let keys = match causal {
+                Some(offset) => (i as i64 + offset + 1).clamp(0, s.lk as i64) as usize,
+                None => s.lk,
+            };
+            if keys == 0 {
+                continue;
+            }
+            let qi = &q[(h * s.lq + i) * s.d..][..s.d];
+            let logits: Vec<f64> = (0..keys)
+                .map(|j| {
+                    let kj = &k[(kvh * s.lk + j) * s.d..][..s.d];
+                    scale
+                        * qi.iter()
+                            .zip(kj)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                })
+                .collect();
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = logits.iter().map(|&l| (l - max).exp()).collect();
+            let sum: f64 = w.iter().sum();
+            for c in 0..s.dv {
+                out[(h * s.lq + i) * s.dv + c] = (0..keys)
+                    .map(|j| w[j] / sum * v[(kvh * s.lk + j) * s.dv + c] as f64)
+                    .sum::<f64>();
+            }
+        }
+    }
+    out
+}
+
+/// Value rows mixing magnitudes per column: near `f32::MAX` of one sign, `±f32::MAX`
+/// alternating (the plain accumulator gives inf - inf = NaN), ordinary values, and tiny ones.
+fn huge_values(rows: usize) -> Vec<f32> {
+    let m = f32::MAX;
+    (0..rows)
+        .flat_map(|j| {
+            let t = vals(1, j as u32)[0];
+            [
+                m * (0.75 + 0.25 * t.abs()),
+                if j % 2 == 0 { m } else { -m },
+                t,
+                t * 1e-30,
+            ]
+        })
+        .collect()
+}
+
+/// Compares an attention output with its f64 reference column by column, relative to the
+/// largest value of the column (the output is a convex combination of the column).
+fn assert_convex_near(got: &[f32], want: &[f64], v: &[f32], dv: usize, what: &str) {
+    assert!(all_finite(got), "{what}: not finite: {got:?}");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let c = i % dv;
+        let col_max = v
+            .iter()
+            .skip(c)
+            .step_by(dv)
+            .fold(0.0f64, |a, &x| a.max((x as f64).abs()));
+        assert!(
+            (g as f64 - w).abs() <= 1e-5 * col_max,
+            "{what}[{i}]: got {g}, want {w} (column max {col_max})"
+        );
+    }
+}
+
+#[test]
+fn sdpa_values_near_max_are_accurate_on_every_path() {
+    // lq = 2 takes the per-row path, lq = 40 the blocked one on hosts (d, dv <= 128); both
+    // with MHA and GQA, with and without a causal mask, 1 to 70 keys (one and two tiles).
+    for (lq, lk) in [(1, 1), (2, 3), (2, 70), (40, 40), (40, 70), (9, 130)] {
+        for (heads, kv_heads) in [(1, 1), (4, 2)] {
+            for causal in [false, true] {
+                let shape = AttentionShape::multi_head(heads, kv_heads, lq, lk, 3, 4);
+                let (q, k, _) = inputs(shape);
+                let v = huge_values(kv_heads * lk);
+                let terms = [MaskTerm::Causal];
+                let p = SdpaParams {
+                    mask: if causal {
+                        Mask::new(&terms)
+                    } else {
+                        Mask::default()
+                    },
+                    ..Default::default()
+                };
+                let want = sdpa_f64(&q, &k, &v, shape, 1.0 / 3f64.sqrt(), causal.then_some(0));
+                let what = format!("lq {lq} lk {lk} heads {heads}/{kv_heads} causal {causal}");
+                let mut out = vec![0.0f32; sdpa_output_len(shape)];
+                sdpa(&q, &k, &v, &mut out, shape, &p).unwrap();
+                assert_convex_near(&out, &want, &v, 4, &format!("f32 {what}"));
+
+                // bf16 storage has the f32 range: the same overflow, through the widening
+                // paths. The reference takes the rounded inputs.
+                // (Clamped: f32::MAX rounds to bf16 infinity.)
+                let big = microattn::bf16::MAX.to_f32();
+                let round = |x: &[f32]| -> Vec<microattn::bf16> {
+                    x.iter()
+                        .map(|&x| microattn::bf16::from_f32(x.clamp(-big, big)))
+                        .collect()
+                };
+                let (qb, kb, vb) = (round(&q), round(&k), round(&v));
+                let widen =
+                    |x: &[microattn::bf16]| -> Vec<f32> { x.iter().map(|x| x.to_f32()).collect() };
+                let (qw, kw, vw) = (widen(&qb), widen(&kb), widen(&vb));
+                let want = sdpa_f64(&qw, &kw, &vw, shape, 1.0 / 3f64.sqrt(), causal.then_some(0));
+                let mut outb = vec![microattn::bf16::ZERO; sdpa_output_len(shape)];
+                let mut scratch = vec![0.0f32; sdpa_scratch_len(shape)];
+                sdpa_typed(&qb, &kb, &vb, &mut outb, shape, &p, &mut scratch).unwrap();
+                let got = widen(&outb);
+                // bf16 output: 8 bits of mantissa.
+                assert!(all_finite(&got), "bf16 {what}: {got:?}");
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g as f64 - w).abs() <= 1e-2 * w.abs() + 1e-5 * f32::MAX as f64,
+                        "bf16 {what}[{i}]: got {g}, want {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sdpa_rows_without_overflow_are_untouched_by_the_rescue() {
+    // Causal at offset -34: row i sees keys 0..=i - 34, so keys 4 and 5 are seen by rows 38
+    // and 39 only. Row 39 has a zero query (weight 1 on every key) and sees both
+    // huge keys: its accumulator overflows (2·MAX). Row 38 sees one huge key: no overflow.
+    // The other rows must keep the bits of a call without huge values (the rescue redoes
+    // only the overflowed row, not its block).
+    let shape = AttentionShape::single(40, 6, 3, 2);
+    let (mut q, k, _) = inputs(shape);
+    q[39 * 3..].fill(0.0);
+    let v = vals(12, 7);
+    let mut huge = v.clone();
+    huge[8..12].copy_from_slice(&[f32::MAX, -f32::MAX, f32::MAX, -f32::MAX]);
+    let terms = [MaskTerm::Causal];
+    let p = SdpaParams {
+        mask: Mask::new(&terms).with_signed_offset(-34),
+        ..Default::default()
+    };
+    let mut a = vec![0.0f32; 80];
+    let mut b = vec![0.0f32; 80];
+    sdpa(&q, &k, &v, &mut a, shape, &p).unwrap();
+    sdpa(&q, &k, &huge, &mut b, shape, &p).unwrap();
+    assert_eq!(a[..76], b[..76]);
+    let want = sdpa_f64(&q, &k, &huge, shape, 1.0 / 3f64.sqrt(), Some(-34));
+    assert_convex_near(&b[76..], &want[76..], &huge, 2, "rows 38 and 39");
+    // Row 39: the mean of the six keys, two of them ±MAX.
+    assert!(
+        b[78] > f32::MAX / 3.0 * 0.99 && b[79] < -f32::MAX / 3.0 * 0.99,
+        "{:?}",
+        &b[78..]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1837,18 +2007,105 @@ fn cosine_of_a_tiny_and_a_huge_vector_is_near_zero() {
     assert_near(&out, &[-1.375], 1e-6, "cosine");
 }
 
-/// Known open bug (src/layers/norm.rs, owned by the layers engineer), found by fuzz/layers:
-/// when a row's f32 sum overflows, the mean is ±inf, `x - mean` is ±inf, the variance is inf
-/// and its inverse square root 0, so the output is `inf · 0 = NaN`. The true normalized
-/// values are finite (at most sqrt(dim) in magnitude); the module's own docs promise zeros
-/// rather than NaN for an overflowing row.
+/// Regression (was an open bug, found by fuzz/layers): when a row's f32 sum overflowed, the
+/// mean was ±inf, `x - mean` ±inf, the variance inf and its inverse square root 0, so the
+/// output was `inf · 0 = NaN`. The true normalized values are finite (at most sqrt(dim) in
+/// magnitude).
 #[test]
-#[ignore = "open: layer_norm gives NaN when a row's sum overflows f32 (src/layers/norm.rs)"]
 fn layer_norm_of_huge_values_is_finite() {
     let m = f32::MAX;
     let mut y = [0.0f32; 4];
     layer_norm(&[m, m, 0.0, 0.0], &[1.0f32; 4], None, &mut y, 4, 0.0).unwrap();
     assert!(all_finite(&y), "{y:?}");
+    // Mean MAX/2, every deviation ±MAX/2 = one standard deviation.
+    assert_near(
+        &y,
+        &[1.0, 1.0, -1.0, -1.0],
+        1e-6,
+        "layer_norm [MAX, MAX, 0, 0]",
+    );
+}
+
+/// f64 reference LayerNorm of one row (biased variance), or RMSNorm when `center` is false.
+fn norm_f64(x: &[f64], eps: f64, center: bool) -> Vec<f64> {
+    let n = x.len() as f64;
+    let mean = if center {
+        x.iter().sum::<f64>() / n
+    } else {
+        0.0
+    };
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    x.iter().map(|v| (v - mean) / (var + eps).sqrt()).collect()
+}
+
+#[test]
+fn norms_of_extreme_rows_are_accurate() {
+    use microattn::layers::{add_layer_norm, layer_norm_in_place, rms_norm, rms_norm_in_place};
+    let m = f32::MAX;
+    let rows: [(&[f32], f32); 7] = [
+        (&[m, m, 0.0, 0.0], 0.0),
+        // Deviations overflow too: x - mean = -MAX - MAX/3.
+        (&[m, m, -m, 1.0], 1e-5),
+        (&[3e38, -2e38, 1e38, 0.5], 1e-5),
+        // Squares overflow, sums do not.
+        (&[1e20, -3e20, 2e20, 5e19], 1e-5),
+        // Squares underflow, and eps = 0 cannot hide it.
+        (&[1e-40, -1e-40, 3e-40, 0.0], 0.0),
+        (&[1e-25, 2e-25, -5e-26, 7e-26], 0.0),
+        // Tiny values with a tiny eps that dominates: the output is ~x / sqrt(eps).
+        (&[1e-30, -2e-30, 3e-30, 0.0], 1e-44),
+    ];
+    let ones = [1.0f32; 4];
+    for (row, eps) in rows {
+        let x64: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+        for center in [true, false] {
+            let want = norm_f64(&x64, eps as f64, center);
+            let mut y = [0.0f32; 4];
+            let mut z = [0.0f32; 4];
+            z.copy_from_slice(row);
+            if center {
+                layer_norm(row, &ones, None, &mut y, 4, eps).unwrap();
+                layer_norm_in_place(&mut z, &ones, None, 4, eps).unwrap();
+            } else {
+                rms_norm(row, &ones, &mut y, 4, eps).unwrap();
+                rms_norm_in_place(&mut z, &ones, 4, eps).unwrap();
+            }
+            let what = format!("{row:?} eps {eps} center {center}");
+            assert_near(&y, &want, 1e-5, &what);
+            assert_eq!(y, z, "in place: {what}");
+            // bf16 storage (the f32 range): the same rows through the widening paths
+            // (clamped: f32::MAX rounds to bf16 infinity).
+            let big = microattn::bf16::MAX.to_f32();
+            let xb: Vec<microattn::bf16> = row
+                .iter()
+                .map(|&v| microattn::bf16::from_f32(v.clamp(-big, big)))
+                .collect();
+            let xb64: Vec<f64> = xb.iter().map(|v| v.to_f32() as f64).collect();
+            let mut yb = vec![microattn::bf16::ZERO; 4];
+            if center {
+                layer_norm(&xb, &ones, None, &mut yb, 4, eps).unwrap();
+            } else {
+                rms_norm(&xb, &ones, &mut yb, 4, eps).unwrap();
+            }
+            let yb: Vec<f32> = yb.iter().map(|v| v.to_f32()).collect();
+            assert_near(
+                &yb,
+                &norm_f64(&xb64, eps as f64, center),
+                1e-2,
+                &format!("bf16 {what}"),
+            );
+        }
+    }
+    // add_layer_norm: x + residual overflows element-wise (MAX + MAX) although both are finite.
+    let (x, r) = ([m, m, 0.0, -m], [m, 0.0, 1.0, 0.5 * m]);
+    let sum: Vec<f64> = x
+        .iter()
+        .zip(&r)
+        .map(|(&a, &b)| a as f64 + b as f64)
+        .collect();
+    let mut y = x;
+    add_layer_norm(&mut y, &r, &ones, None, 4, 1e-5).unwrap();
+    assert_near(&y, &norm_f64(&sum, 1e-5, true), 1e-5, "add_layer_norm");
 }
 
 /// Regression (found by fuzz/misc): a huge image shape returns `ShapeOverflow` instead of

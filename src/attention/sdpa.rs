@@ -17,6 +17,11 @@
 //!   each allow a single contiguous run of keys (dilated, global or block-sparse masks) takes
 //!   the per-row path. The blocked path reads every key in the union of its block's allowed
 //!   runs, so a key that one row of the block may see is read (and weighted 0) for the others.
+//!
+//! Both accumulate `Σ_j e^(s_j - max) v_j` and divide by the sum at the end, which overflows
+//! for values near `f32::MAX / keys`; the rare row that comes out non-finite is computed again
+//! with weights that sum to 1/2 (see `attend_row_rescued`), so finite inputs always give
+//! finite outputs, at no cost to other rows.
 
 use super::score::{saturate, Bias, Score};
 use crate::arch;
@@ -376,6 +381,11 @@ impl RowSoftmax {
 
 /// One query row of one head: walks the allowed keys in tiles with an online softmax,
 /// accumulating the normalized output row into `acc` (`dv` elements).
+///
+/// The unnormalized accumulator `Σ_j e^(s_j - max) v_j` can overflow for finite values near
+/// `f32::MAX / keys` although the output, a convex combination of value rows, cannot: a row
+/// that comes out non-finite is computed again by [`attend_row_rescued`] (finite inputs never
+/// give a non-finite row; the check costs one look at the `dv` outputs).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn attend_row<E: Element>(
@@ -388,69 +398,155 @@ fn attend_row<E: Element>(
     scale: f32,
     params: &SdpaParams<'_>,
 ) {
-    let (d, dv) = (q_row.len(), acc.len());
+    let dv = acc.len();
     acc.fill(0.0);
-    // Never zero after validation (products of validated lengths); checked once so that no
-    // division or chunking can panic.
-    let (k_step, v_step) = (ROW_TILE * d, ROW_TILE * dv);
-    if d == 0 || dv == 0 || k_step == 0 || v_step == 0 {
-        return;
-    }
-    let lk = k_h.len() / d;
     let backend = arch::backend();
-    let position = params.mask.position(row);
-    let q_norm = params.score.query_norm(q_row);
     let mut softmax = RowSoftmax::new();
-    let mut logits = [0.0f32; ROW_TILE];
-    for run in params.mask.row(row, lk) {
-        // Runs lie within `0..lk`; `get` (once per run) keeps a malformed one from reading
-        // out of bounds.
-        let (Some(k_run), Some(v_run)) = (
-            k_h.get(run.start * d..run.end * d),
-            v_h.get(run.start * dv..run.end * dv),
-        ) else {
-            continue;
-        };
-        let mut start = run.start;
-        for (k_tile, v_tile) in k_run.chunks(k_step).zip(v_run.chunks(v_step)) {
-            let n = (run.end - start).min(ROW_TILE);
-            let Some(tile) = logits.get_mut(..n) else {
-                break;
-            };
-            // Dot scores a tile at a time (several keys per pass over q).
-            let batched = params.score == Score::Dot && E::dot_keys(q_row, k_tile, d, scale, tile);
-            // Finite batched logits without a bias are final (saturating changes nothing).
-            let done = batched
-                && params.bias == Bias::None
-                && tile.iter().fold(true, |all, t| all & t.is_finite());
-            if !done {
-                let keys = k_tile.chunks_exact(d).zip(start..);
-                for (t, (k_row, j)) in tile.iter_mut().zip(keys) {
-                    // A batched logit that overflowed is recomputed by the score, which
-                    // rescales.
-                    let logit = if batched && t.is_finite() {
-                        *t
-                    } else {
-                        params.score.logit(q_row, k_row, q_norm, scale)
-                    };
-                    // Saturate at ±f32::MAX: a logit that overflowed to ±inf would otherwise
-                    // give NaN (inf - inf) or a zero row for an allowed key.
-                    *t = saturate(logit + params.bias.value(head, position, j));
-                }
-            }
-            let rescale = softmax.update(backend, tile);
-            if rescale != 1.0 {
-                backend.scale(acc, rescale);
-            }
-            if !E::pv_row(tile, v_tile, dv, acc) {
-                for (&w, v_row) in tile.iter().zip(v_tile.chunks_exact(dv)) {
-                    E::axpy(w, v_row, acc);
-                }
-            }
-            start += n;
+    let keys = RowKeys {
+        q_row,
+        k_h,
+        v_h,
+        dv,
+        head,
+        row,
+        scale,
+        params,
+    };
+    keys.for_each_tile(|tile, v_tile| {
+        let rescale = softmax.update(backend, tile);
+        if rescale != 1.0 {
+            backend.scale(acc, rescale);
+        }
+        accumulate(tile, v_tile, dv, acc);
+    });
+    backend.scale(acc, softmax.inverse_sum());
+    if !acc.iter().fold(true, |all, a| all & a.is_finite()) {
+        attend_row_rescued(&keys, &softmax, acc);
+    }
+}
+
+/// `acc += Σ_j w_j v_j` over a tile's weights and value rows.
+#[inline(always)]
+fn accumulate<E: Element>(weights: &[f32], v_tile: &[E], dv: usize, acc: &mut [f32]) {
+    if !E::pv_row(weights, v_tile, dv, acc) {
+        for (&w, v_row) in weights.iter().zip(v_tile.chunks_exact(dv)) {
+            E::axpy(w, v_row, acc);
         }
     }
-    backend.scale(acc, softmax.inverse_sum());
+}
+
+/// A row whose accumulator overflowed, again, in a second pass that knows the softmax's final
+/// maximum and sum: each weight is `e^(s_j - max) / sum / 2`, so the weights sum to 1/2 and
+/// every partial sum of `Σ_j w_j v_j` is at most `max |v| / 2` in magnitude (no overflow);
+/// the result is doubled (exact) and saturated at `±f32::MAX` (rounding may carry a result
+/// at `f32::MAX` just past it). Halving loses nothing a float can hold but the last bit of
+/// subnormal products. Rows with non-finite inputs stay non-finite.
+#[cold]
+#[inline(never)]
+fn attend_row_rescued<E: Element>(
+    keys: &RowKeys<'_, '_, E>,
+    softmax: &RowSoftmax,
+    acc: &mut [f32],
+) {
+    let dv = acc.len();
+    acc.fill(0.0);
+    let (max, inverse_sum) = (softmax.max, softmax.inverse_sum());
+    if inverse_sum == 0.0 {
+        return;
+    }
+    let backend = arch::backend();
+    let half = 0.5 * inverse_sum;
+    keys.for_each_tile(|tile, v_tile| {
+        backend.exp_sum(tile, max);
+        backend.scale(tile, half);
+        accumulate(tile, v_tile, dv, acc);
+    });
+    for a in acc.iter_mut() {
+        *a = saturate(*a * 2.0);
+    }
+}
+
+/// The keys one query row attends to, and how its logits are computed.
+struct RowKeys<'r, 'p, E> {
+    q_row: &'r [E],
+    k_h: &'r [E],
+    v_h: &'r [E],
+    /// Value features (the output row's length).
+    dv: usize,
+    head: usize,
+    row: usize,
+    scale: f32,
+    params: &'r SdpaParams<'p>,
+}
+
+impl<E: Element> RowKeys<'_, '_, E> {
+    /// Walks the allowed keys in tiles of at most [`ROW_TILE`]: calls `f(logits, v_tile)` with
+    /// each tile's final logits (score, bias, saturated) and its value rows.
+    #[inline(always)]
+    fn for_each_tile(&self, mut f: impl FnMut(&mut [f32], &[E])) {
+        let RowKeys {
+            q_row,
+            k_h,
+            v_h,
+            dv,
+            head,
+            row,
+            scale,
+            params,
+        } = *self;
+        let d = q_row.len();
+        // Never zero after validation (products of validated lengths); checked once so that
+        // no division or chunking can panic.
+        let (k_step, v_step) = (ROW_TILE * d, ROW_TILE * dv);
+        if d == 0 || dv == 0 || k_step == 0 || v_step == 0 {
+            return;
+        }
+        let lk = k_h.len() / d;
+        let position = params.mask.position(row);
+        let q_norm = params.score.query_norm(q_row);
+        let mut logits = [0.0f32; ROW_TILE];
+        for run in params.mask.row(row, lk) {
+            // Runs lie within `0..lk`; `get` (once per run) keeps a malformed one from reading
+            // out of bounds.
+            let (Some(k_run), Some(v_run)) = (
+                k_h.get(run.start * d..run.end * d),
+                v_h.get(run.start * dv..run.end * dv),
+            ) else {
+                continue;
+            };
+            let mut start = run.start;
+            for (k_tile, v_tile) in k_run.chunks(k_step).zip(v_run.chunks(v_step)) {
+                let n = (run.end - start).min(ROW_TILE);
+                let Some(tile) = logits.get_mut(..n) else {
+                    break;
+                };
+                // Dot scores a tile at a time (several keys per pass over q).
+                let batched =
+                    params.score == Score::Dot && E::dot_keys(q_row, k_tile, d, scale, tile);
+                // Finite batched logits without a bias are final (saturating changes nothing).
+                let done = batched
+                    && params.bias == Bias::None
+                    && tile.iter().fold(true, |all, t| all & t.is_finite());
+                if !done {
+                    let keys = k_tile.chunks_exact(d).zip(start..);
+                    for (t, (k_row, j)) in tile.iter_mut().zip(keys) {
+                        // A batched logit that overflowed is recomputed by the score, which
+                        // rescales.
+                        let logit = if batched && t.is_finite() {
+                            *t
+                        } else {
+                            params.score.logit(q_row, k_row, q_norm, scale)
+                        };
+                        // Saturate at ±f32::MAX: a logit that overflowed to ±inf would
+                        // otherwise give NaN (inf - inf) or a zero row for an allowed key.
+                        *t = saturate(logit + params.bias.value(head, position, j));
+                    }
+                }
+                f(tile, v_tile);
+                start += n;
+            }
+        }
+    }
 }
 
 /// Elements of `[heads, lq, dv]` attention output: a `const fn` for sizing `static` buffers.

@@ -16,7 +16,8 @@
 //!
 //! Semantics are those of the per-row path: `saturate(scale·q·k + bias)` logits (an
 //! overflowed dot product is recomputed by the score's rescaled path), zero rows for rows
-//! with no allowed key.
+//! with no allowed key, and a row whose accumulator overflowed (values near `f32::MAX`) is
+//! handed to the per-row path, which computes it again rescaled.
 
 use super::{for_each_head, saturate, AttentionShape, Bias, Score, SdpaParams, BLOCKED_MIN_ROWS};
 use crate::arch::{self, Backend, BLOCK_COLUMN_ALIGN, BLOCK_ROWS as ROWS};
@@ -146,9 +147,14 @@ impl Call<'_, '_> {
             let blocks = q_h.chunks(q_step).zip(out_h.chunks_mut(out_step));
             for (b, (q_rows, out_rows)) in blocks.enumerate() {
                 let row0 = b * ROWS;
-                if !self.block(ws, q_rows, k_h, v_h, out_rows, h, row0) {
-                    let rows = q_rows.chunks_exact(d).zip(out_rows.chunks_exact_mut(dv));
-                    for (r, (q_row, out_row)) in rows.enumerate() {
+                // Rows the block did not compute, or whose accumulator overflowed, take the
+                // per-row path (which computes an overflowed row again, rescaled).
+                let redo = self
+                    .block(ws, q_rows, k_h, v_h, out_rows, h, row0)
+                    .unwrap_or([true; ROWS]);
+                let rows = q_rows.chunks_exact(d).zip(out_rows.chunks_exact_mut(dv));
+                for (r, ((q_row, out_row), redo)) in rows.zip(redo).enumerate() {
+                    if redo {
                         per_row(h, row0 + r, q_row, k_h, v_h, out_row);
                     }
                 }
@@ -156,8 +162,9 @@ impl Call<'_, '_> {
         });
     }
 
-    /// Rows `row0..` (`q_rows.len() / d` of them, at most ROWS) of head `head`. Returns false,
-    /// having written nothing, when a row's allowed keys are not one run.
+    /// Rows `row0..` (`q_rows.len() / d` of them, at most ROWS) of head `head`. Returns which
+    /// rows came out non-finite (their accumulator overflowed: values near `f32::MAX`), or
+    /// `None`, having written nothing, when a row's allowed keys are not one run.
     #[allow(clippy::too_many_arguments)]
     fn block<E: Element, const D: usize, const KB: usize, const VB: usize>(
         &self,
@@ -168,18 +175,15 @@ impl Call<'_, '_> {
         out_rows: &mut [E],
         head: usize,
         row0: usize,
-    ) -> bool {
+    ) -> Option<[bool; ROWS]> {
         let AttentionShape { lk, d, dv, .. } = self.shape;
         let dvp = padded(dv);
         // Never zero after validation; tested once so that chunking cannot panic.
         if d == 0 || dv == 0 || dvp == 0 {
-            return false;
+            return None;
         }
         // At most ROWS rows (the caller chunks by ROWS); `d` is never 0 after validation.
-        let Some(n) = q_rows.len().checked_div(d) else {
-            return false;
-        };
-        let n = n.min(ROWS);
+        let n = q_rows.len().checked_div(d)?.min(ROWS);
         let mut rows = RowState {
             lo: [0; ROWS],
             hi: [0; ROWS],
@@ -193,7 +197,7 @@ impl Call<'_, '_> {
             let mut runs = self.params.mask.row(row0 + r, lk);
             if let Some(run) = runs.next() {
                 if runs.next().is_some() {
-                    return false;
+                    return None;
                 }
                 (*lo, *hi) = (run.start, run.end);
                 span_lo = span_lo.min(run.start);
@@ -202,7 +206,7 @@ impl Call<'_, '_> {
         }
         let (Some(qt), Some(acc)) = (ws.qt.get_mut(..d * ROWS), ws.acc.get_mut(..ROWS * dvp))
         else {
-            return false;
+            return None;
         };
         // Qᵀ; the lanes of padding rows (a last, partial block) are 0.
         if n < ROWS {
@@ -214,10 +218,7 @@ impl Call<'_, '_> {
                 Some(q32) => q32,
                 None => {
                     E::widen(q_row, &mut wide);
-                    match wide.get(..d) {
-                        Some(q32) => q32,
-                        None => return false,
-                    }
+                    wide.get(..d)?
                 }
             };
             for (&x, qt_c) in q32.iter().zip(qt.chunks_exact_mut(ROWS)) {
@@ -247,21 +248,23 @@ impl Call<'_, '_> {
                 start..end,
             );
             if !tile_ok {
-                return false;
+                return None;
             }
             start = end;
         }
+        let mut overflowed = [false; ROWS];
         let outs = out_rows.chunks_exact_mut(dv).zip(acc.chunks_exact_mut(dvp));
-        for ((out_row, acc_row), &l) in outs.zip(&rows.l) {
+        for (((out_row, acc_row), &l), bad) in outs.zip(&rows.l).zip(&mut overflowed) {
             let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
             // `dv <= dvp`: the padding columns are not output.
             let Some(acc_row) = acc_row.get_mut(..dv) else {
                 continue;
             };
             self.backend.scale(acc_row, inv);
+            *bad = !acc_row.iter().fold(true, |all, a| all & a.is_finite());
             E::narrow(acc_row, out_row);
         }
-        true
+        Some(overflowed)
     }
 
     /// One key tile `keys` of a block: logits, masks, online softmax, P·V. Returns false if a
