@@ -425,3 +425,193 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
     }
     Ok(())
 }
+
+/// Element counts of the storage of an int8 GAT layer: int8 weights (`lin` `[H·F, Fin]`,
+/// `att_src` and `att_dst` `[H, F]`), `f32` scales (one per `lin` row), `i32` bias (at most
+/// `H·F`), multipliers (one per `lin` row). Saturates.
+pub const fn int8_gat_storage_len(shape: GatShape) -> crate::layers::int8::Int8LayerStorage {
+    let hf = shape.heads.saturating_mul(shape.out_features);
+    crate::layers::int8::Int8LayerStorage {
+        weights: hf
+            .saturating_mul(shape.in_features)
+            .saturating_add(hf.saturating_mul(2)),
+        weight_scales: hf,
+        ints: hf,
+        multipliers: hf,
+    }
+}
+
+/// A GAT layer's f32 weights quantized for [`int8_gat`] (the offline step, float): `lin`
+/// per output channel, `att_src` and `att_dst` per tensor (max-abs), borrowed from caller
+/// storage ([`int8_gat_storage_len`]), with the f32 bias and the layer's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Int8GatQuant<'a> {
+    lin_f32: &'a [f32],
+    lin: &'a [i8],
+    lin_scales: &'a [f32],
+    att_src: &'a [i8],
+    att_dst: &'a [i8],
+    att_src_scale: f32,
+    att_dst_scale: f32,
+    bias: Option<&'a [f32]>,
+    params: GatParams,
+    shape: GatShape,
+}
+
+impl<'a> Int8GatQuant<'a> {
+    /// Quantizes `weights` (`GATConv`'s state dict) into `weights_q` / `weight_scales`.
+    ///
+    /// Errors: a zero dimension, lengths that do not match `shape`, a weight that is not
+    /// finite ([`Error::InvalidScale`]), short storage.
+    pub fn new(
+        weights: &crate::graph::GatWeights<'a, f32>,
+        shape: GatShape,
+        params: &GatParams,
+        weights_q: &'a mut [i8],
+        weight_scales: &'a mut [f32],
+    ) -> Result<Self, Error> {
+        use crate::layers::int8::quantize_per_row;
+        nonzero(&[
+            shape.nodes,
+            shape.in_features,
+            shape.out_features,
+            shape.heads,
+        ])?;
+        let hf = mul(shape.heads, shape.out_features)?;
+        check_len(weights.lin_weight, mul(hf, shape.in_features)?)?;
+        check_len(weights.att_src, hf)?;
+        check_len(weights.att_dst, hf)?;
+        if let Some(b) = weights.bias {
+            check_len(b, shape.output_features(params.concat))?;
+        }
+        let needed = int8_gat_storage_len(shape).weights;
+        let found = weights_q.len();
+        let short = Error::ScratchTooSmall { needed, found };
+        let (lin, rest) = weights_q
+            .split_at_mut_checked(mul(hf, shape.in_features)?)
+            .ok_or(short)?;
+        let (att_src, rest) = rest.split_at_mut_checked(hf).ok_or(short)?;
+        let att_dst = rest.get_mut(..hf).ok_or(short)?;
+        let found = weight_scales.len();
+        let lin_scales = weight_scales
+            .get_mut(..hf)
+            .ok_or(Error::ScratchTooSmall { needed: hf, found })?;
+        quantize_per_row(weights.lin_weight, lin_scales, lin)?;
+        let mut one = [0f32];
+        quantize_per_row(weights.att_src, &mut one, att_src)?;
+        let att_src_scale = one[0];
+        quantize_per_row(weights.att_dst, &mut one, att_dst)?;
+        Ok(Int8GatQuant {
+            lin_f32: weights.lin_weight,
+            lin,
+            lin_scales,
+            att_src,
+            att_dst,
+            att_src_scale,
+            att_dst_scale: one[0],
+            bias: weights.bias,
+            params: *params,
+            shape,
+        })
+    }
+
+    /// Scales no stage can saturate at for an input at scale `x_scale`: `x'` from
+    /// `Σ|w| · 127 · x_scale` per channel, the output from that plus the largest bias
+    /// (outputs are convex combinations of `x'` rows plus the bias).
+    pub fn worst_case_scales(&self, x_scale: f32) -> Int8GatScales {
+        let x_max = x_scale * 127.0;
+        let mut xp_max = f32::MIN_POSITIVE;
+        for row in self.lin_f32.chunks_exact(self.shape.in_features.max(1)) {
+            let s: f32 = row.iter().map(|v| libm::fabsf(*v)).sum();
+            xp_max = xp_max.max(s * x_max);
+        }
+        let b_max = self.bias.map_or(0.0, |b| {
+            b.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)))
+        });
+        Int8GatScales {
+            projected: xp_max / 127.0,
+            att_src: self.att_src_scale,
+            att_dst: self.att_dst_scale,
+            out: (xp_max + b_max) / 127.0,
+        }
+    }
+
+    /// The integer params for an input at scale `x_scale` and the `projected` and `out`
+    /// scales of `scales` (float, once); tables in `ints` and `multipliers`
+    /// ([`int8_gat_storage_len`]). Errors: those of [`Int8Dense::prepare`] and
+    /// [`Int8GatParams::prepare`].
+    pub fn prepare<'p>(
+        &'p self,
+        scales: &Int8GatScales,
+        x_scale: f32,
+        ints: &'p mut [i32],
+        multipliers: &'p mut [FixedMultiplier],
+    ) -> Result<Int8GatParams<'p>, Error> {
+        let lin = Int8Dense::prepare(
+            self.lin,
+            self.lin_scales.len(),
+            self.lin_scales,
+            x_scale,
+            scales.projected,
+            None,
+            &mut [],
+            multipliers,
+        )?;
+        let scales = Int8GatScales {
+            att_src: self.att_src_scale,
+            att_dst: self.att_dst_scale,
+            ..*scales
+        };
+        Int8GatParams::prepare(
+            lin,
+            self.att_src,
+            self.att_dst,
+            scales,
+            self.bias,
+            &self.params,
+            ints,
+        )
+    }
+
+    /// Calibrates the `x'` and output scales on a sample input `x` (int8 at `x_scale`) and
+    /// its edges (as [`int8_gat`]): starts from
+    /// [`worst_case_scales`](Self::worst_case_scales), runs the layer `rounds` times, each
+    /// run's peaks refining the scales, and once more at the scales it returns: `out` then
+    /// holds the layer's output at `scales.out`. `scratch`, `acc` as [`int8_gat`], `ints`,
+    /// `multipliers` as [`prepare`](Self::prepare).
+    #[allow(clippy::too_many_arguments)]
+    pub fn calibrate<I: Copy + TryInto<usize>>(
+        &self,
+        x: &[i8],
+        x_scale: f32,
+        edge_index: &[I],
+        rounds: usize,
+        out: &mut [i8],
+        scratch: &mut [i8],
+        acc: &mut [i64],
+        ints: &mut [i32],
+        multipliers: &mut [FixedMultiplier],
+    ) -> Result<Int8GatScales, Error> {
+        use crate::layers::int8::refine_scale;
+        let mut s = self.worst_case_scales(x_scale);
+        for round in 0..=rounds {
+            let params = self.prepare(&s, x_scale, ints, multipliers)?;
+            let mut st = Int8GatStats::default();
+            int8_gat(
+                x,
+                edge_index,
+                &params,
+                out,
+                self.shape,
+                scratch,
+                acc,
+                Some(&mut st),
+            )?;
+            if round < rounds {
+                s.projected = refine_scale(s.projected, st.projected);
+                s.out = refine_scale(s.out, st.out);
+            }
+        }
+        Ok(s)
+    }
+}

@@ -40,17 +40,21 @@ const OPS: &[&str] = &[
     "decoder_layer",
 ];
 
-/// Ops run on target in f32 and f16 only: their int8 versions need a calibration step that
-/// lives in the host's test code, so an i8 tolerance of these cases is listed as skipped.
-const NO_I8_OPS: &[&str] = &[
-    "rope",
-    "sinusoidal_pe",
-    "selective_scan",
-    "gat",
-    "vit_embed",
-    "encoder_layer",
-    "decoder_layer",
-];
+/// Ops run on target in f32 and f16 only (no int8 version in the library).
+const NO_I8_OPS: &[&str] = &["rope", "sinusoidal_pe", "selective_scan"];
+
+/// Layer ops whose i8 cases run on target through the library's offline step (weights
+/// quantized, stage scales calibrated on the case's input by `Int8LayerQuant`,
+/// `Int8GatQuant`, `calibrate_patch_embed`), exactly as the host's i8 adapters
+/// (`tests/conformance/ops/int8/layer_run.rs`).
+const I8_LAYER_OPS: &[&str] = &["encoder_layer", "decoder_layer", "gat", "vit_embed"];
+
+/// Machines that run the layer ops in f32/f16 but not in i8: the code of the int8 layers and
+/// of their calibration does not fit the flash the machine has left.
+const I8_LAYERS_LEFT_OUT: &[(&str, &str)] = &[(
+    "microbit",
+    "type i8 of the layer ops is not run on this machine: the int8 layer kernels and their calibration step need more code than the ~4.4 KB of flash the microbit firmware has left",
+)];
 
 /// Ops left out on a machine although their cases fit its budgets: the machine's flash holds
 /// the firmware's code and the case data together, and the code of every op does not fit.
@@ -237,6 +241,102 @@ struct Embedded {
     i8_inputs: usize,
     i8_outputs: usize,
     i8_bias: usize,
+    /// Storage of a layer op run in i8, in [`LAYER_I8`] order.
+    layer_i8: Option<[usize; 8]>,
+}
+
+/// The storage of an int8 layer case (element counts): quantized weights (`i8`), their
+/// scales (`f32`), prepared integer tables (`i32`) and multipliers (two `i32`s each),
+/// quantized inputs, the output, `i8` scratch, `i64` accumulators.
+const LAYER_I8: [&str; 8] = [
+    "weights", "scales", "ints", "mults", "input", "output", "scratch", "acc",
+];
+
+/// Bytes per element of each [`LAYER_I8`] entry.
+const LAYER_I8_BYTES: [usize; 8] = [1, 4, 4, 8, 1, 1, 1, 8];
+
+/// [`LAYER_I8`] sizes of an i8 layer case (the library's `int8_*_storage_len` and scratch
+/// lengths, written out: the build script does not link the library).
+fn layer_i8_sizes(case: &Value, op: &str) -> Result<[usize; 8], String> {
+    let dims = |n: &str| tensor(case, "inputs", n).map(|(s, _)| s);
+    let p = &case["params"];
+    Ok(match op {
+        "encoder_layer" | "decoder_layer" => {
+            let decoder = op == "decoder_layer";
+            let (len, e) = match dims(if decoder { "tgt" } else { "src" })?.as_slice() {
+                &[l, e] => (l, e),
+                _ => return Err("src not [L,E]".into()),
+            };
+            let mem = if decoder {
+                *dims("memory")?.first().ok_or("memory shape")?
+            } else {
+                0
+            };
+            let h = *dims("linear1.weight")?
+                .first()
+                .ok_or("linear1.weight shape")?;
+            let heads = p["num_heads"].as_u64().ok_or("num_heads")? as usize;
+            let (att, norms) = if decoder { (2, 3) } else { (1, 2) };
+            let rows = e * (4 * att + 1) + h;
+            let le = len * e;
+            let scratch = if decoder {
+                (4 * le).max(2 * (len + mem) * e) + 2 * le + h
+            } else {
+                6 * le + h
+            };
+            [
+                4 * att * e * e + 2 * e * h,
+                rows,
+                rows + 2 * norms * e,
+                rows,
+                le + mem * e,
+                le,
+                scratch,
+                e / heads.max(1),
+            ]
+        }
+        "gat" => {
+            let &[n, fin] = dims("x")?.as_slice() else {
+                return Err("x not [N,Fin]".into());
+            };
+            let heads = p["heads"].as_u64().ok_or("heads")? as usize;
+            let hf = dims("lin_weight")?.iter().product::<usize>() / fin.max(1);
+            let f = hf / heads.max(1);
+            let concat = p["concat"].as_bool().unwrap_or(true);
+            [
+                hf * fin + 2 * hf,
+                hf,
+                hf,
+                hf,
+                n * fin,
+                n * if concat { hf } else { f },
+                n * hf,
+                n * hf + 4 * n * heads,
+            ]
+        }
+        "vit_embed" => {
+            let &[c, h, w] = dims("image")?.as_slice() else {
+                return Err("image not [C,H,W]".into());
+            };
+            let pw = dims("patch_weight")?;
+            let e = *pw.first().ok_or("patch_weight shape")?;
+            let patch = p["patch"].as_u64().ok_or("patch")? as usize;
+            let np = (h / patch.max(1)) * (w / patch.max(1));
+            let tokens = np + usize::from(!case["inputs"]["cls_token"].is_null());
+            // Scratch: one flattened patch, then the class-token row.
+            [
+                pw.iter().product(),
+                e,
+                np * e,
+                e,
+                c * h * w,
+                tokens * e,
+                c * patch * patch + e,
+                1,
+            ]
+        }
+        other => return Err(format!("no int8 layer op {other}")),
+    })
 }
 
 fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -> String {
@@ -254,6 +354,10 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
     let mut max_scratch = 1usize;
     // Ops with at least one embedded case: the firmware leaves the others' code out.
     let mut present: Vec<&str> = Vec::new();
+    // Ops with a case run in i8 (their int8 code is linked only then), and the largest
+    // storage of such a case (`LAYER_I8` order).
+    let mut present_i8: Vec<&str> = Vec::new();
+    let mut max_layer = [1usize; 8];
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
         let text = fs::read_to_string(path).unwrap();
@@ -275,10 +379,11 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
             );
             continue;
         }
+        let i8_layers = !I8_LAYERS_LEFT_OUT.iter().any(|(m, _)| *m == machine);
         let embedded = match if op == "sdpa" {
             sdpa_case(&case)
         } else {
-            op_case(&case, op)
+            op_case(&case, op, i8_layers)
         } {
             Ok(e) => e,
             Err(reason) => {
@@ -298,14 +403,29 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
             );
             continue;
         }
-        if NO_I8_OPS.contains(&op) && case["tolerance"]["i8"].is_number() {
-            let _ = writeln!(
-                skipped,
-                "    ({name:?}, \"type i8 is not run on target: the int8 {op} needs a calibration step that lives in the host's test code\"),"
-            );
+        if case["tolerance"]["i8"].is_number() {
+            if NO_I8_OPS.contains(&op) {
+                let _ = writeln!(
+                    skipped,
+                    "    ({name:?}, \"type i8 is not run on target: the library has no int8 {op}\"),"
+                );
+            } else if let (true, Some((_, reason))) = (
+                I8_LAYER_OPS.contains(&op),
+                I8_LAYERS_LEFT_OUT.iter().find(|(m, _)| *m == machine),
+            ) {
+                let _ = writeln!(skipped, "    ({name:?}, {reason:?}),");
+            }
         }
         if let Some(&known) = OPS.iter().find(|&&o| o == op) {
             present.push(known);
+            if embedded.layer_i8.is_some() {
+                present_i8.push(known);
+            }
+        }
+        if let Some(sizes) = embedded.layer_i8 {
+            for (m, n) in max_layer.iter_mut().zip(sizes) {
+                *m = (*m).max(n);
+            }
         }
         flash += embedded.flash;
         max_in = max_in.max(embedded.inputs);
@@ -324,6 +444,21 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
             "/// Whether a case of `{op}` is embedded (its code is linked only then).\npub const HAS_{}: bool = {};",
             op.to_uppercase(),
             present.contains(op)
+        );
+    }
+    for op in I8_LAYER_OPS {
+        let _ = writeln!(
+            has,
+            "/// Whether a case of `{op}` runs in i8 (its int8 code is linked only then).\npub const HAS_I8_{}: bool = {};",
+            op.to_uppercase(),
+            present_i8.contains(op)
+        );
+    }
+    for (name, n) in LAYER_I8.iter().zip(max_layer) {
+        let _ = writeln!(
+            has,
+            "/// Largest `{name}` of a layer case run in i8.\npub const MAX_LAYER_{}: usize = {n};",
+            name.to_uppercase()
         );
     }
     format!(
@@ -550,6 +685,7 @@ fn sdpa_case(case: &Value) -> Result<Embedded, String> {
         i8_inputs: if has_i8 { inputs } else { 0 },
         i8_outputs: if has_i8 { out.len() } else { 0 },
         i8_bias: if has_i8 { bias_len } else { 0 },
+        layer_i8: None,
     })
 }
 
@@ -560,7 +696,7 @@ fn offset(params: &Value) -> Result<i64, String> {
 
 /// A case of an op other than sdpa: the op's parameters as a Rust `Op` value, its inputs in
 /// the order the kernel takes them, and its expected tensors.
-fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
+fn op_case(case: &Value, op: &str, i8_layers: bool) -> Result<Embedded, String> {
     let name = case["name"].as_str().unwrap_or("?");
     let params = &case["params"];
     let dims = |n: &str| tensor(case, "inputs", n).map(|(s, _)| s);
@@ -864,16 +1000,26 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
         Some(x) => format!("Some({x:?})"),
         None => "None".into(),
     };
+    let layer_i8 = if i8_layers && I8_LAYER_OPS.contains(&op) && case["tolerance"]["i8"].is_number()
+    {
+        Some(layer_i8_sizes(case, op)?)
+    } else {
+        None
+    };
+    let layer_ram: usize = layer_i8.map_or(0, |sizes| {
+        sizes.iter().zip(LAYER_I8_BYTES).map(|(n, b)| n * b).sum()
+    });
     let source = format!(
         "    Case::Op(OpCase {{ name: {name:?}, op: {op_value},\n      inputs: &[{inputs}],\n      expected: &[{expected}],\n      \
-         work: {work}, tol_f32: {}, tol_f16: {} }}),\n",
+         work: {work}, tol_f32: {}, tol_f16: {}, tol_i8: {} }}),\n",
         tol("f32"),
         tol("f16"),
+        if layer_i8.is_some() { tol("i8") } else { "None".into() },
     );
     Ok(Embedded {
         source,
         flash: 4 * (n_in + n_out),
-        ram: 2 * n_in + 6 * (n_out + work) + 4 * scratch,
+        ram: 2 * n_in + 6 * (n_out + work) + 4 * scratch + layer_ram,
         inputs: n_in,
         outputs: n_out + work,
         dv: 1,
@@ -881,6 +1027,7 @@ fn op_case(case: &Value, op: &str) -> Result<Embedded, String> {
         i8_inputs: 0,
         i8_outputs: 0,
         i8_bias: 0,
+        layer_i8,
     })
 }
 

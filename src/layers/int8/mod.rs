@@ -19,12 +19,24 @@
 //!
 //! Nothing in the run step is float; the only float is the prepare step (scales to
 //! multipliers, LayerNorm weights to Q16, the activation tables).
+//!
+//! The offline step from f32 weights is in the library too, heap-free so it also runs on
+//! target: [`Int8LayerQuant`] (encoder and decoder layers: weights quantized per output
+//! channel into storage sized by [`int8_encoder_storage_len`] / [`int8_decoder_storage_len`],
+//! worst-case stage scales, [`Int8LayerQuant::calibrate`] refining them by running the integer
+//! layer on a sample input), [`calibrate_patch_embed`], and
+//! [`Int8GatQuant`](crate::graph_int8::Int8GatQuant) for GAT.
 
+mod calibrate;
 mod ffn;
 mod norm;
 mod transformer;
 mod vit;
 
+pub use calibrate::{
+    int8_decoder_storage_len, int8_encoder_storage_len, quantize_per_row, refine_scale,
+    Int8LayerQuant, Int8LayerScales, Int8LayerStorage, Int8MhaScales,
+};
 pub use ffn::{int8_ffn, int8_ffn_scratch_len, Int8FfnParams, Int8FfnStats};
 pub use norm::{
     int8_add, int8_layer_norm, Int8Add, Int8LayerNorm, Int8Lut, MAX_NORM_DIM, NORM_FRAC_BITS,
@@ -34,5 +46,6 @@ pub use transformer::{
     int8_layer_acc_len, Int8DecoderParams, Int8EncoderParams, Int8LayerStats,
 };
 pub use vit::{
-    int8_patch_embed, int8_patch_embed_scratch_len, int8_patch_offsets_len, Int8PatchEmbed,
+    calibrate_patch_embed, int8_patch_embed, int8_patch_embed_scratch_len, int8_patch_offsets_len,
+    Int8PatchEmbed,
 };

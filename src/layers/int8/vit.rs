@@ -239,3 +239,75 @@ pub fn int8_patch_embed(
     }
     Ok(peak)
 }
+
+/// Calibrates an int8 patch embedding on a sample image (the offline step, float): quantizes
+/// the f32 `patch_weight` per output channel into `weight_q` (`E·C·P·P`) and
+/// `weight_scales` (`E`), starts from the token scale no token can exceed (`Σ|w| · max|x|`
+/// per channel or the class token, plus the largest bias and position embedding), runs the
+/// integer kernel `rounds` times, each run's peak refining the scale
+/// ([`refine_scale`](super::refine_scale)), and once more at the scale it returns: `tokens`
+/// then holds the embedding at that scale. `image` is int8 at `image_scale`; the storage
+/// arguments are those of [`Int8PatchEmbed::prepare`], which deployment calls once with
+/// `weight_q`, `weight_scales` and the returned scale.
+///
+/// Errors: those of [`Int8PatchEmbed::prepare`] and [`int8_patch_embed`], a weight that is
+/// not finite ([`Error::InvalidScale`]).
+#[allow(clippy::too_many_arguments)]
+pub fn calibrate_patch_embed(
+    image: &[i8],
+    image_scale: f32,
+    weights: &crate::layers::PatchEmbedWeights<'_, f32>,
+    shape: PatchShape,
+    weight_q: &mut [i8],
+    weight_scales: &mut [f32],
+    rounds: usize,
+    tokens: &mut [i8],
+    scratch: &mut [i8],
+    offsets: &mut [i32],
+    multipliers: &mut [FixedMultiplier],
+    cls: &mut [i8],
+) -> Result<f32, Error> {
+    use super::calibrate::{max_abs, quantize_per_row, refine_scale};
+    let e = shape.embed;
+    nonzero(&[e])?;
+    let pw = weights.patch_weight;
+    check_len(pw, mul(e, shape.patch_len())?)?;
+    let scales = weight_scales.get_mut(..e).ok_or(Error::ScratchTooSmall {
+        needed: e,
+        found: 0,
+    })?;
+    quantize_per_row(pw, scales, weight_q)?;
+    let scales = &*scales;
+    let weight_q = &*weight_q;
+    let mut run = |out_scale: f32, tokens: &mut [i8]| -> Result<i64, Error> {
+        let params = Int8PatchEmbed::prepare(
+            weight_q,
+            scales,
+            weights.patch_bias,
+            weights.cls_token,
+            weights.pos_embed,
+            image_scale,
+            out_scale,
+            shape,
+            &mut *offsets,
+            &mut *multipliers,
+            &mut *cls,
+        )?;
+        int8_patch_embed(image, &params, tokens, shape, scratch)
+    };
+    let mut worst = 0.0f32;
+    for row in pw.chunks_exact(shape.patch_len().max(1)) {
+        let s: f32 = row.iter().map(|v| libm::fabsf(*v)).sum();
+        worst = worst.max(s * image_scale * 127.0);
+    }
+    let opt = |v: Option<&[f32]>| v.map_or(0.0, max_abs);
+    let worst =
+        worst.max(opt(weights.cls_token)) + opt(weights.patch_bias) + opt(weights.pos_embed);
+    let mut out_scale = worst.max(f32::MIN_POSITIVE) / 127.0;
+    for _ in 0..rounds {
+        let peak = run(out_scale, tokens)?;
+        out_scale = refine_scale(out_scale, peak);
+    }
+    run(out_scale, tokens)?;
+    Ok(out_scale)
+}

@@ -23,6 +23,10 @@ use microattn::attention::{
     SdpaParams,
 };
 use microattn::graph::{gat, GatParams, GatShape, GatWeights};
+use microattn::graph_int8::Int8GatQuant;
+use microattn::layers::int8::{
+    calibrate_patch_embed, int8_patch_embed_scratch_len, Int8LayerQuant,
+};
 use microattn::layers::{
     decoder_layer, encoder_layer, patch_embed, Activation, DecoderShape, DecoderWeights,
     EncoderShape, EncoderWeights, FfnWeights, LayerConfig, LayerNormWeights, PatchEmbedWeights,
@@ -31,7 +35,7 @@ use microattn::layers::{
 use microattn::mask::{Mask, MaskTerm};
 use microattn::mha::{mha, mha_typed, MhaShape, MhaWeights};
 use microattn::position::{rope, sinusoidal_table, RopeLayout, RopeParams};
-use microattn::quant::{quantize, QParams};
+use microattn::quant::{quantize, FixedMultiplier, QParams};
 use microattn::ssm::{selective_scan, ScanSequence, ScanShape, ScanWeights};
 use microattn::{f16, Element, Error};
 
@@ -219,6 +223,9 @@ pub struct OpCase {
     pub tol_f32: Option<f64>,
     /// f16 tolerance, when the case is run in f16.
     pub tol_f16: Option<f64>,
+    /// i8 tolerance, when the case is run in i8 (the layer ops: weights quantized and stage
+    /// scales calibrated on target by the library's offline step).
+    pub tol_i8: Option<f64>,
 }
 
 /// Inputs an op takes at most (the decoder layer: tgt, memory and its state dict; as
@@ -254,6 +261,10 @@ pub use generated::{
     CASES, MAX_BIAS_I8, MAX_DV, MAX_INPUT, MAX_INPUT_I8, MAX_OUTPUT, MAX_OUTPUT_I8, MAX_SCRATCH,
     SKIPPED,
 };
+use generated::{
+    MAX_LAYER_ACC, MAX_LAYER_INPUT, MAX_LAYER_INTS, MAX_LAYER_MULTS, MAX_LAYER_OUTPUT,
+    MAX_LAYER_SCALES, MAX_LAYER_SCRATCH, MAX_LAYER_WEIGHTS,
+};
 
 /// T5 bucket thresholds of an i8 case (`Int8Bias::t5_threshold_count`: under half the buckets).
 const MAX_THRESHOLDS: usize = 64;
@@ -269,6 +280,21 @@ pub struct Buffers {
     scratch_i64: [i64; MAX_DV],
     bias_i32: [i32; MAX_BIAS_I8],
     thresholds: [u32; MAX_THRESHOLDS],
+    layer: LayerBuffers,
+}
+
+/// Storage of the int8 layer cases: quantized weights and their scales, the prepared
+/// tables, quantized inputs, output and scratch (sized by the generator; 1 element each
+/// when no layer case runs in i8).
+struct LayerBuffers {
+    weights: [i8; MAX_LAYER_WEIGHTS],
+    scales: [f32; MAX_LAYER_SCALES],
+    ints: [i32; MAX_LAYER_INTS],
+    mults: [FixedMultiplier; MAX_LAYER_MULTS],
+    input: [i8; MAX_LAYER_INPUT],
+    output: [i8; MAX_LAYER_OUTPUT],
+    scratch: [i8; MAX_LAYER_SCRATCH],
+    acc: [i64; MAX_LAYER_ACC],
 }
 
 impl Buffers {
@@ -284,6 +310,16 @@ impl Buffers {
             scratch_i64: [0; MAX_DV],
             bias_i32: [0; MAX_BIAS_I8],
             thresholds: [0; MAX_THRESHOLDS],
+            layer: LayerBuffers {
+                weights: [0; MAX_LAYER_WEIGHTS],
+                scales: [0.0; MAX_LAYER_SCALES],
+                ints: [0; MAX_LAYER_INTS],
+                mults: [FixedMultiplier::ONE; MAX_LAYER_MULTS],
+                input: [0; MAX_LAYER_INPUT],
+                output: [0; MAX_LAYER_OUTPUT],
+                scratch: [0; MAX_LAYER_SCRATCH],
+                acc: [0; MAX_LAYER_ACC],
+            },
         }
     }
 }
@@ -305,7 +341,11 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                     + s.tol_f16.is_some() as usize
                     + s.tol_i8.is_some() as usize
             }
-            Case::Op(o) => o.tol_f32.is_some() as usize + o.tol_f16.is_some() as usize,
+            Case::Op(o) => {
+                o.tol_f32.is_some() as usize
+                    + o.tol_f16.is_some() as usize
+                    + o.tol_i8.is_some() as usize
+            }
             Case::Unsupported { .. } => 1,
         })
         .sum();
@@ -339,14 +379,7 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                     lines += 1;
                 }
                 if let Some(tol) = c.tol_i8 {
-                    match run_sdpa_i8(c, buffers) {
-                        Ok((err, hash)) if err.is_finite() => println!(
-                            "case {=str} type i8 rel_l2 {=f64} tol {=f64} hash {=u32:#010x}",
-                            c.name, err, tol, hash
-                        ),
-                        Ok(_) => println!("case {=str} type i8 rel_l2 nan tol {=f64}", c.name, tol),
-                        Err(e) => println!("case {=str} type i8 error {}", c.name, e),
-                    }
+                    report_i8(c.name, tol, run_sdpa_i8(c, buffers));
                     lines += 1;
                 }
             }
@@ -388,6 +421,10 @@ pub fn run_all(buffers: &mut Buffers) -> usize {
                         tol,
                         result.map(|()| worst_rel_l2(out, c.expected)),
                     );
+                    lines += 1;
+                }
+                if let Some(tol) = c.tol_i8 {
+                    report_i8(c.name, tol, run_layer_i8(c, &mut buffers.layer));
                     lines += 1;
                 }
             }
@@ -471,6 +508,238 @@ fn run_sdpa_i8(c: &SdpaCase, b: &mut Buffers) -> Result<(f64, u32), Error> {
     }
     let err = libm::sqrt(diff) / libm::sqrt(norm).max(1e-12);
     Ok((err, fnv1a(out)))
+}
+
+/// Prints an i8 result line: the error and the FNV-1a hash of the int8 output.
+fn report_i8(name: &str, tol: f64, result: Result<(f64, u32), Error>) {
+    match result {
+        Ok((err, hash)) if err.is_finite() => println!(
+            "case {=str} type i8 rel_l2 {=f64} tol {=f64} hash {=u32:#010x}",
+            name, err, tol, hash
+        ),
+        Ok(_) => println!("case {=str} type i8 rel_l2 nan tol {=f64}", name, tol),
+        Err(e) => println!("case {=str} type i8 error {}", name, e),
+    }
+}
+
+/// rel-L2 of the int8 `out` at `scale` against `expected`, and the FNV-1a hash of `out`.
+fn i8_result(out: &[i8], scale: f32, expected: &[(&str, &[f32])]) -> Result<(f64, u32), Error> {
+    let &[(_, expected)] = expected else {
+        return Err(Error::InvalidParameter);
+    };
+    if out.len() != expected.len() {
+        return Err(Error::InvalidParameter);
+    }
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&y, &r) in out.iter().zip(expected) {
+        let e = (y as f32 * scale) as f64 - r as f64;
+        diff += e * e;
+        norm += r as f64 * r as f64;
+    }
+    let err = libm::sqrt(diff) / libm::sqrt(norm).max(1e-12);
+    Ok((err, fnv1a(out)))
+}
+
+/// Calibration runs before the final one, as the host's i8 adapters
+/// (`tests/conformance/ops/int8/layer_run.rs`): encoder and decoder layers, GAT, ViT.
+const LAYER_ROUNDS: usize = 4;
+const GAT_ROUNDS: usize = 3;
+const VIT_ROUNDS: usize = 2;
+
+/// The first `n` elements of a buffer, or an error.
+fn first<T>(buf: &mut [T], n: usize) -> Result<&mut [T], Error> {
+    buf.get_mut(..n).ok_or(Error::InvalidParameter)
+}
+
+/// Runs a layer case in i8 exactly as the host's i8 adapter does: inputs quantized per
+/// tensor (max-abs), the f32 weights quantized and the stage scales calibrated on the
+/// case's input by the library's offline step, the integer layer run. Returns the rel-L2
+/// error of the dequantized output and the FNV-1a hash of the int8 output.
+fn run_layer_i8(c: &OpCase, b: &mut LayerBuffers) -> Result<(f64, u32), Error> {
+    let inputs = c.inputs;
+    let n_out: usize = c.expected.iter().map(|(_, e)| e.len()).sum();
+    let out = first(&mut b.output, n_out)?;
+    match c.op {
+        Op::Encoder {
+            len,
+            embed,
+            heads,
+            hidden,
+            activation,
+            norm_first,
+            eps,
+            mask,
+        } if generated::HAS_I8_ENCODER_LAYER => {
+            let weights = EncoderWeights {
+                self_attn: mha_weights(inputs, 1)?,
+                ffn: ffn_weights(inputs, 5)?,
+                norm1: norm_weights(inputs, 9)?,
+                norm2: norm_weights(inputs, 11)?,
+            };
+            let config = LayerConfig {
+                activation,
+                norm_first,
+                eps,
+                self_attention: SdpaParams {
+                    mask: Mask::new(mask),
+                    ..SdpaParams::default()
+                },
+                ..LayerConfig::default()
+            };
+            let shape = EncoderShape::new(len, embed, heads, hidden);
+            let x = required(inputs, 0)?;
+            let src = first(&mut b.input, x.len())?;
+            let input = quantize_max_abs(x, src)?.scale();
+            let layer =
+                Int8LayerQuant::encoder(&weights, shape, &config, &mut b.weights, &mut b.scales)?;
+            let scales = layer.calibrate(
+                src,
+                input,
+                None,
+                LAYER_ROUNDS,
+                out,
+                &mut b.scratch,
+                &mut b.acc,
+                &mut b.ints,
+                &mut b.mults,
+            )?;
+            i8_result(out, layer.output_scale(&scales, input), c.expected)
+        }
+        Op::Decoder {
+            tgt_len,
+            mem_len,
+            embed,
+            heads,
+            hidden,
+            activation,
+            norm_first,
+            eps,
+            tgt_mask,
+            memory_mask,
+        } if generated::HAS_I8_DECODER_LAYER => {
+            let weights = DecoderWeights {
+                self_attn: mha_weights(inputs, 2)?,
+                cross_attn: mha_weights(inputs, 6)?,
+                ffn: ffn_weights(inputs, 10)?,
+                norm1: norm_weights(inputs, 14)?,
+                norm2: norm_weights(inputs, 16)?,
+                norm3: norm_weights(inputs, 18)?,
+            };
+            let config = LayerConfig {
+                activation,
+                norm_first,
+                eps,
+                self_attention: SdpaParams {
+                    mask: Mask::new(tgt_mask),
+                    ..SdpaParams::default()
+                },
+                cross_attention: SdpaParams {
+                    mask: Mask::new(memory_mask),
+                    ..SdpaParams::default()
+                },
+            };
+            let shape = DecoderShape::new(tgt_len, mem_len, embed, heads, hidden);
+            let (t, m) = (required(inputs, 0)?, required(inputs, 1)?);
+            let (tgt, rest) = b
+                .input
+                .split_at_mut_checked(t.len())
+                .ok_or(Error::InvalidParameter)?;
+            let memory = first(rest, m.len())?;
+            let input = quantize_max_abs(t, tgt)?.scale();
+            let memory_scale = quantize_max_abs(m, memory)?.scale();
+            let layer =
+                Int8LayerQuant::decoder(&weights, shape, &config, &mut b.weights, &mut b.scales)?;
+            let scales = layer.calibrate(
+                tgt,
+                input,
+                Some((memory, memory_scale)),
+                LAYER_ROUNDS,
+                out,
+                &mut b.scratch,
+                &mut b.acc,
+                &mut b.ints,
+                &mut b.mults,
+            )?;
+            i8_result(out, layer.output_scale(&scales, input), c.expected)
+        }
+        Op::Gat {
+            nodes,
+            in_features,
+            out_features,
+            heads,
+            edges,
+            concat,
+            negative_slope,
+            add_self_loops,
+        } if generated::HAS_I8_GAT => {
+            let weights = GatWeights {
+                lin_weight: required(inputs, 1)?,
+                att_src: required(inputs, 2)?,
+                att_dst: required(inputs, 3)?,
+                bias: optional(inputs, 4),
+            };
+            let params = GatParams {
+                concat,
+                negative_slope,
+                add_self_loops,
+            };
+            let shape = GatShape::new(nodes, in_features, out_features, heads);
+            let x_f32 = required(inputs, 0)?;
+            let x = first(&mut b.input, x_f32.len())?;
+            let x_scale = quantize_max_abs(x_f32, x)?.scale();
+            let layer = Int8GatQuant::new(&weights, shape, &params, &mut b.weights, &mut b.scales)?;
+            let scales = layer.calibrate(
+                x,
+                x_scale,
+                edges,
+                GAT_ROUNDS,
+                out,
+                &mut b.scratch,
+                &mut b.acc,
+                &mut b.ints,
+                &mut b.mults,
+            )?;
+            i8_result(out, scales.out, c.expected)
+        }
+        Op::Vit {
+            channels,
+            height,
+            width,
+            patch,
+            embed,
+        } if generated::HAS_I8_VIT_EMBED => {
+            let weights = PatchEmbedWeights {
+                patch_weight: required(inputs, 1)?,
+                patch_bias: optional(inputs, 2),
+                cls_token: optional(inputs, 3),
+                pos_embed: optional(inputs, 4),
+            };
+            let shape = PatchShape::new(channels, height, width, patch, embed);
+            let x = required(inputs, 0)?;
+            let image = first(&mut b.input, x.len())?;
+            let image_scale = quantize_max_abs(x, image)?.scale();
+            let (scratch, cls) = b
+                .scratch
+                .split_at_mut_checked(int8_patch_embed_scratch_len(shape))
+                .ok_or(Error::InvalidParameter)?;
+            let scale = calibrate_patch_embed(
+                image,
+                image_scale,
+                &weights,
+                shape,
+                first(&mut b.weights, weights.patch_weight.len())?,
+                first(&mut b.scales, embed)?,
+                VIT_ROUNDS,
+                out,
+                scratch,
+                &mut b.ints,
+                first(&mut b.mults, embed)?,
+                cls,
+            )?;
+            i8_result(out, scale, c.expected)
+        }
+        _ => Err(Error::InvalidParameter),
+    }
 }
 
 /// Bytes between the end of the statics and the top of RAM (cortex-m-rt's linker symbols).

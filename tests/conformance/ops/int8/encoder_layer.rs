@@ -1,39 +1,15 @@
-//! `encoder_layer` in i8: `microattn::layers::int8::int8_encoder_layer`.
-//!
-//! `src` is quantized per tensor (max-abs), every weight matrix per row; LayerNorm weights
-//! and biases become Q16 integers. The scales of the intermediate tensors are calibrated by
-//! running the int8 layer on the case's input (worst-case scales, then stage peaks), never
-//! from the expected output ([`layer_build`](super::layer_build)).
+//! `encoder_layer` in i8, through [`layer_run::encoder`](super::layer_run::encoder): inputs quantized per
+//! tensor (max-abs), weights quantized and stage scales calibrated on the case's input by
+//! the library's offline step (`microattn::layers::int8::Int8LayerQuant`), never from the expected
+//! output; the integer kernels run, the output is dequantized for the comparison. The QEMU
+//! firmware runs the same steps, and its int8 bytes must equal these.
 
-use super::layer_build::{calibrated_run, quantize_tensor, QLayer};
+use super::layer_run;
 use crate::case::Case;
-use crate::ops::encoder_layer::{base_config, rows_cols};
 use crate::ops::Outputs;
-use crate::params::{req_usize, MaskList};
-use microattn::mask::Mask;
-
-/// Calibration runs before the final one.
-pub const ROUNDS: usize = 4;
 
 /// Runs the case in i8.
 pub fn run(case: &Case) -> Result<Outputs, String> {
-    let (_, embed) = rows_cols(case, "src")?;
-    let config = base_config(case)?;
-    let heads = req_usize(&case.params, "num_heads")?;
-    let get = |name: &str| Some(case.optional_input(name)?.f32s().ok()?.to_vec());
-    let layer = QLayer::new(
-        &get,
-        embed,
-        heads,
-        false,
-        config.activation,
-        config.norm_first,
-        config.eps,
-    )?;
-    let (src, src_scale) = quantize_tensor(case.input_f32("src")?)?;
-    let masks = MaskList::parse(&case.params, "mask")?;
-    let terms = masks.terms();
-    let mask = Mask::new(&terms);
-    let out = calibrated_run(&layer, &src, src_scale, None, mask, Mask::NONE, ROUNDS)?;
-    Ok(vec![("out".to_string(), out)])
+    let out = layer_run::encoder(case)?;
+    Ok(vec![(out.name.to_string(), out.dequantized())])
 }

@@ -6,7 +6,7 @@ pub mod additive_attention;
 pub mod decoder_layer;
 pub mod encoder_layer;
 pub mod gat;
-pub mod layer_build;
+pub mod layer_run;
 pub mod linear_attention;
 pub mod luong_attention;
 pub mod mha;
