@@ -25,6 +25,15 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
     let chunks = d / 16;
     let body = chunks * 16;
     let base = keys.as_ptr();
+    let (n, o) = (out.len(), out.as_mut_ptr());
+    // The query in registers (16, 32, 48 or 64 bytes): only the keys are loaded.
+    match (d, q.as_ptr()) {
+        (16, q) => return held_d16(q, base, stride, o, n),
+        (32, q) => return held_d32(q, base, stride, o, n),
+        (48, q) => return held_d48(q, base, stride, o, n),
+        (64, q) => return held_d64(q, base, stride, o, n),
+        _ => {}
+    }
     if chunks == 0 {
         out.fill(0);
     }
@@ -107,6 +116,161 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
         }
     }
 }
+
+/// The query's 16-byte chunks into q4-q7 (`$chunks` of them) from `[{q}]`.
+macro_rules! load_query {
+    (1) => {
+        "vldrb.u8 q4, [{q}]\n"
+    };
+    (2) => {
+        concat!(load_query!(1), "vldrb.u8 q5, [{q}, #16]\n")
+    };
+    (3) => {
+        concat!(load_query!(2), "vldrb.u8 q6, [{q}, #32]\n")
+    };
+    (4) => {
+        concat!(load_query!(3), "vldrb.u8 q7, [{q}, #48]\n")
+    };
+}
+
+/// The dot product of the held query (q4-q7) with the key at `[{$k}]` into `$acc` (an even
+/// register): the first chunk with `VMLADAV` (no accumulator to clear), the others with
+/// `VMLADAVA`.
+macro_rules! dot_key {
+    (1, $k:literal, $acc:literal) => {
+        concat!(
+            "vldrb.u8 q0, [{",
+            $k,
+            "}]\n",
+            "vmladav.s8 ",
+            $acc,
+            ", q4, q0\n"
+        )
+    };
+    (2, $k:literal, $acc:literal) => {
+        concat!(
+            dot_key!(1, $k, $acc),
+            "vldrb.u8 q1, [{",
+            $k,
+            "}, #16]\n",
+            "vmladava.s8 ",
+            $acc,
+            ", q5, q1\n",
+        )
+    };
+    (3, $k:literal, $acc:literal) => {
+        concat!(
+            dot_key!(2, $k, $acc),
+            "vldrb.u8 q2, [{",
+            $k,
+            "}, #32]\n",
+            "vmladava.s8 ",
+            $acc,
+            ", q6, q2\n",
+        )
+    };
+    (4, $k:literal, $acc:literal) => {
+        concat!(
+            dot_key!(3, $k, $acc),
+            "vldrb.u8 q3, [{",
+            $k,
+            "}, #48]\n",
+            "vmladava.s8 ",
+            $acc,
+            ", q7, q3\n",
+        )
+    };
+}
+
+/// A `dot_i8_keys` for one query length (`16 · $chunks` bytes) with the query held in q4-q7:
+/// two keys per iteration (two pointers `2 · stride` apart each step), then the odd one.
+macro_rules! held_query {
+    ($name:ident, $chunks:tt) => {
+        /// `out[j] = Σ_i q_i · keys[j·stride + i]` for `j < n`, the query (`16 · chunks`
+        /// bytes) held in q4-q7.
+        ///
+        /// # Safety
+        /// `q` is readable for the query's bytes, `out` writable for `n` `i32`s, and every key
+        /// `keys + j·stride` (`j < n`) readable for the query's length.
+        #[inline(never)]
+        unsafe fn $name(q: *const i8, keys: *const i8, stride: usize, out: *mut i32, n: usize) {
+            let pairs = n / 2;
+            if pairs > 0 {
+                asm!(
+                    load_query!($chunks),
+                    "dls lr, {pairs}",
+                    "2:",
+                    dot_key!($chunks, "ka", "r0"),
+                    dot_key!($chunks, "kb", "r2"),
+                    "add {ka}, {step}",
+                    "add {kb}, {step}",
+                    "strd r0, r2, [{out}], #8",
+                    "le lr, 2b",
+                    q = in(reg) q,
+                    pairs = in(reg) pairs,
+                    ka = inout(reg) keys => _,
+                    kb = inout(reg) keys.add(stride) => _,
+                    step = in(reg) 2 * stride,
+                    out = inout(reg) out => _,
+                    out("r0") _,
+                    out("r2") _,
+                    out("lr") _,
+                    out("d0") _,
+                    out("d1") _,
+                    out("d2") _,
+                    out("d3") _,
+                    out("d4") _,
+                    out("d5") _,
+                    out("d6") _,
+                    out("d7") _,
+                    out("d8") _,
+                    out("d9") _,
+                    out("d10") _,
+                    out("d11") _,
+                    out("d12") _,
+                    out("d13") _,
+                    out("d14") _,
+                    out("d15") _,
+                    options(nostack),
+                );
+            }
+            if n % 2 == 1 {
+                let last = n - 1;
+                asm!(
+                    load_query!($chunks),
+                    dot_key!($chunks, "k", "r0"),
+                    "str r0, [{out}]",
+                    q = in(reg) q,
+                    k = in(reg) keys.add(last * stride),
+                    out = in(reg) out.add(last),
+                    out("r0") _,
+                    out("d0") _,
+                    out("d1") _,
+                    out("d2") _,
+                    out("d3") _,
+                    out("d4") _,
+                    out("d5") _,
+                    out("d6") _,
+                    out("d7") _,
+                    out("d8") _,
+                    out("d9") _,
+                    out("d10") _,
+                    out("d11") _,
+                    out("d12") _,
+                    out("d13") _,
+                    out("d14") _,
+                    out("d15") _,
+                    options(nostack),
+                );
+            }
+        }
+    };
+}
+
+held_query!(held_d16, 1);
+held_query!(held_d32, 2);
+held_query!(held_d48, 3);
+held_query!(held_d64, 4);
 
 /// Keys of one gather pass of [`pv_i8`]: four blocks of eight 16-bit lanes.
 const PASS_KEYS: usize = 32;
