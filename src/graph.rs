@@ -1,5 +1,5 @@
 //! Graph attention (GAT) with the semantics of torch_geometric's `GATConv` (inference: no
-//! dropout), over a COO edge list, with no heap.
+//! dropout), over a COO edge list ([`gat`]) or a CSR adjacency ([`gat_csr`]), with no heap.
 //!
 //! With `H` heads of `F` features each, `x' = x Wᵀ` (`[N, H*F]`, no bias), and per head `h`
 //! the scores `s_src[n] = x'[n,h]·att_src[h]`, `s_dst[n] = x'[n,h]·att_dst[h]`. An edge
@@ -148,6 +148,97 @@ fn node<I: Copy + TryInto<usize>>(id: I, nodes: usize) -> Result<usize, Error> {
     }
 }
 
+/// The edges of a graph, in either form `GATConv` takes.
+///
+/// Node ids may be any integer type (`u16`, `u32`, `i32`, `i64`, `usize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatEdges<'a, I> {
+    /// COO `edge_index` `[2, E]` row-major: `E` sources, then `E` targets (message
+    /// `source → target`), in any order.
+    Coo(&'a [I]),
+    /// CSR of the transposed adjacency (torch_sparse's `adj_t`, which `GATConv` also takes):
+    /// the edges into node `i` come from the sources `col_idx[row_ptr[i]..row_ptr[i + 1]]`.
+    /// `row_ptr` has `N + 1` entries, starts at 0, never decreases and ends at
+    /// `col_idx.len()`.
+    Csr {
+        /// Row pointers, `[N + 1]`.
+        row_ptr: &'a [I],
+        /// Source node of each edge, grouped by target, `[E]`.
+        col_idx: &'a [I],
+    },
+}
+
+impl<I: Copy + TryInto<usize>> GatEdges<'_, I> {
+    /// Checks every node id and, for CSR, the row pointers, against `nodes` nodes.
+    ///
+    /// Errors: COO of odd length ([`Error::LengthMismatch`]); CSR `row_ptr` not `N + 1`
+    /// long ([`Error::LengthMismatch`]), not starting at 0, decreasing, or not ending at
+    /// `col_idx.len()`; a node id negative or `>= nodes` ([`Error::InvalidParameter`]).
+    pub fn validate(&self, nodes: usize) -> Result<(), Error> {
+        match *self {
+            GatEdges::Coo(edge_index) => {
+                if edge_index.len() % 2 != 0 {
+                    return Err(Error::LengthMismatch {
+                        expected: edge_index.len() + 1,
+                        found: edge_index.len(),
+                    });
+                }
+                for &v in edge_index {
+                    node(v, nodes)?;
+                }
+            }
+            GatEdges::Csr { row_ptr, col_idx } => {
+                check_len(row_ptr, nodes.checked_add(1).ok_or(Error::ShapeOverflow)?)?;
+                let mut previous = 0usize;
+                for (i, &p) in row_ptr.iter().enumerate() {
+                    let p: usize = p.try_into().map_err(|_| Error::InvalidParameter)?;
+                    if (i == 0 && p != 0) || p < previous || p > col_idx.len() {
+                        return Err(Error::InvalidParameter);
+                    }
+                    previous = p;
+                }
+                if previous != col_idx.len() {
+                    return Err(Error::InvalidParameter);
+                }
+                for &v in col_idx {
+                    node(v, nodes)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `(source, target)` pair, in storage order; ids already validated (an invalid
+    /// entry is skipped, never a panic).
+    pub(crate) fn pairs(&self, nodes: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (coo, csr) = match *self {
+            GatEdges::Coo(e) => (Some(e), None),
+            GatEdges::Csr { row_ptr, col_idx } => (None, Some((row_ptr, col_idx))),
+        };
+        let coo = coo.into_iter().flat_map(move |e| {
+            let (sources, targets) = e.split_at(e.len() / 2);
+            sources.iter().zip(targets).filter_map(move |(&s, &t)| {
+                match (node(s, nodes), node(t, nodes)) {
+                    (Ok(s), Ok(t)) => Some((s, t)),
+                    _ => None,
+                }
+            })
+        });
+        let csr = csr.into_iter().flat_map(move |(row_ptr, col_idx)| {
+            let bound = |p: Option<&I>| p.and_then(|&p| p.try_into().ok()).unwrap_or(0);
+            (0..nodes).flat_map(move |t| {
+                let (start, end) = (bound(row_ptr.get(t)), bound(row_ptr.get(t + 1)));
+                col_idx
+                    .get(start..end)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(move |&s| node(s, nodes).ok().map(|s| (s, t)))
+            })
+        });
+        coo.chain(csr)
+    }
+}
+
 /// One GAT layer (`GATConv.forward` in eval mode).
 ///
 /// `x` is `[N, Fin]`; `edge_index` is the COO list `[2, E]` row-major (`E` sources, then `E`
@@ -187,6 +278,72 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
     params: &GatParams,
     scratch: &mut [f32],
 ) -> Result<(), Error> {
+    gat_edges(
+        x,
+        GatEdges::Coo(edge_index),
+        weights,
+        out,
+        shape,
+        params,
+        scratch,
+    )
+}
+
+/// [`gat`] over a CSR adjacency: the edges into node `i` come from the sources
+/// `col_idx[row_ptr[i]..row_ptr[i + 1]]` (torch_sparse's `adj_t`, see [`GatEdges::Csr`]).
+/// Same result as [`gat`] on the COO list of the same edges.
+///
+/// Errors: as [`gat`]; `row_ptr` not `N + 1` long, not starting at 0, decreasing or not
+/// ending at `col_idx.len()`, a column `>= N` ([`Error::InvalidParameter`]).
+///
+/// ```
+/// use microattn::graph::{gat_csr, gat_scratch_len, GatParams, GatShape, GatWeights};
+/// // Three nodes, one feature, one head. Into node 0: nothing; into node 1: from 0;
+/// // into node 2: from 0 and 1.
+/// const SHAPE: GatShape = GatShape::new(3, 1, 1, 1);
+/// let weights = GatWeights { lin_weight: &[1.0f32], att_src: &[0.0], att_dst: &[0.0], bias: None };
+/// let x = [2.0f32, 4.0, 8.0];
+/// let (row_ptr, col_idx) = ([0u16, 0, 1, 3], [0u16, 0, 1]);
+/// let mut out = [0.0f32; 3];
+/// let mut scratch = [0.0f32; gat_scratch_len(SHAPE)];
+/// let params = GatParams { add_self_loops: false, ..GatParams::default() };
+/// gat_csr(&x, &row_ptr, &col_idx, &weights, &mut out, SHAPE, &params, &mut scratch)?;
+/// // Node 0 is isolated (no bias: 0); the others average their sources.
+/// assert_eq!(out, [0.0, 2.0, 3.0]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gat_csr<E: Element, I: Copy + TryInto<usize>>(
+    x: &[E],
+    row_ptr: &[I],
+    col_idx: &[I],
+    weights: &GatWeights<'_, E>,
+    out: &mut [E],
+    shape: GatShape,
+    params: &GatParams,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    gat_edges(
+        x,
+        GatEdges::Csr { row_ptr, col_idx },
+        weights,
+        out,
+        shape,
+        params,
+        scratch,
+    )
+}
+
+/// [`gat`] over edges in either form ([`GatEdges`]).
+pub fn gat_edges<E: Element, I: Copy + TryInto<usize>>(
+    x: &[E],
+    edges: GatEdges<'_, I>,
+    weights: &GatWeights<'_, E>,
+    out: &mut [E],
+    shape: GatShape,
+    params: &GatParams,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
     let GatShape {
         nodes: n,
         in_features,
@@ -204,17 +361,7 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
         check_len(b, out_features)?;
     }
     check_len(out, mul(n, out_features)?)?;
-    if edge_index.len() % 2 != 0 {
-        return Err(Error::LengthMismatch {
-            expected: edge_index.len() + 1,
-            found: edge_index.len(),
-        });
-    }
-    let (sources, targets) = edge_index.split_at(edge_index.len() / 2);
-    for (&s, &t) in sources.iter().zip(targets) {
-        node(s, n)?;
-        node(t, n)?;
-    }
+    edges.validate(n)?;
     if !params.negative_slope.is_finite() {
         return Err(Error::InvalidParameter);
     }
@@ -295,15 +442,10 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
     }
 
     // Every (source, target) pair the softmax runs over, self loops handled as GATConv does.
+    let loops = params.add_self_loops;
     let edges = || {
-        let listed = sources.iter().zip(targets).filter_map(move |(&s, &t)| {
-            match (node(s, n), node(t, n)) {
-                (Ok(s), Ok(t)) if !(params.add_self_loops && s == t) => Some((s, t)),
-                _ => None,
-            }
-        });
-        let loops = (0..if params.add_self_loops { n } else { 0 }).map(|i| (i, i));
-        listed.chain(loops)
+        let listed = edges.pairs(n).filter(move |&(s, t)| !(loops && s == t));
+        listed.chain((0..if loops { n } else { 0 }).map(|i| (i, i)))
     };
     // Pass 1: maximum score per target and head.
     a.max.fill(f32::NEG_INFINITY);

@@ -14,7 +14,7 @@
 
 use crate::attention::int8::{exp2_neg_weight, int8_dense, Int8Dense, LOGIT_FRAC_BITS};
 use crate::error::{check_len, mul, nonzero, Error};
-use crate::graph::{GatParams, GatShape};
+use crate::graph::{GatEdges, GatParams, GatShape};
 use crate::projection::LinearShape;
 use crate::quant::{round_shift, saturate_i8, FixedMultiplier, QParams};
 
@@ -157,15 +157,6 @@ pub const fn int8_gat_acc_len(shape: GatShape) -> usize {
         .saturating_add(nh.saturating_mul(4))
 }
 
-/// Node id from an edge-list entry, or [`Error::InvalidParameter`].
-#[inline]
-fn node<I: Copy + TryInto<usize>>(id: I, nodes: usize) -> Result<usize, Error> {
-    match id.try_into() {
-        Ok(n) if n < nodes => Ok(n),
-        _ => Err(Error::InvalidParameter),
-    }
-}
-
 /// `|m · 2^14 · f|` bound check of one score multiplier.
 fn check_logit(m: FixedMultiplier, f: usize) -> Result<(), Error> {
     FixedMultiplier::from_raw(m.multiplier(), m.shift())?;
@@ -210,6 +201,60 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
     acc: &mut [i64],
     stats: Option<&mut Int8GatStats>,
 ) -> Result<(), Error> {
+    int8_gat_edges(
+        x,
+        GatEdges::Coo(edge_index),
+        params,
+        out,
+        shape,
+        scratch,
+        acc,
+        stats,
+    )
+}
+
+/// [`int8_gat`] over a CSR adjacency (the edges into node `i` come from the sources
+/// `col_idx[row_ptr[i]..row_ptr[i + 1]]`, see [`GatEdges::Csr`]): the same bytes as
+/// [`int8_gat`] on the COO list of the same edges. Integer only.
+///
+/// Errors: as [`int8_gat`]; malformed row pointers or a column `>= N`
+/// ([`Error::InvalidParameter`]).
+#[allow(clippy::too_many_arguments)]
+pub fn int8_gat_csr<I: Copy + TryInto<usize>>(
+    x: &[i8],
+    row_ptr: &[I],
+    col_idx: &[I],
+    params: &Int8GatParams<'_>,
+    out: &mut [i8],
+    shape: GatShape,
+    scratch: &mut [i8],
+    acc: &mut [i64],
+    stats: Option<&mut Int8GatStats>,
+) -> Result<(), Error> {
+    int8_gat_edges(
+        x,
+        GatEdges::Csr { row_ptr, col_idx },
+        params,
+        out,
+        shape,
+        scratch,
+        acc,
+        stats,
+    )
+}
+
+/// [`int8_gat`] over edges in either form ([`GatEdges`]). Integer only.
+#[allow(clippy::too_many_arguments)]
+pub fn int8_gat_edges<I: Copy + TryInto<usize>>(
+    x: &[i8],
+    edges: GatEdges<'_, I>,
+    params: &Int8GatParams<'_>,
+    out: &mut [i8],
+    shape: GatShape,
+    scratch: &mut [i8],
+    acc: &mut [i64],
+    stats: Option<&mut Int8GatStats>,
+) -> Result<(), Error> {
     let GatShape {
         nodes: n,
         in_features,
@@ -226,17 +271,7 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
         check_len(b, out_features)?;
     }
     check_len(out, mul(n, out_features)?)?;
-    if edge_index.len() % 2 != 0 {
-        return Err(Error::LengthMismatch {
-            expected: edge_index.len() + 1,
-            found: edge_index.len(),
-        });
-    }
-    let (sources, targets) = edge_index.split_at(edge_index.len() / 2);
-    for (&s, &t) in sources.iter().zip(targets) {
-        node(s, n)?;
-        node(t, n)?;
-    }
+    edges.validate(n)?;
     if params.slope_q16.unsigned_abs() > MAX_GAT_SLOPE_Q16 as u32 {
         return Err(Error::InvalidParameter);
     }
@@ -307,12 +342,7 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
     // Every (source, target) pair of the softmax, self loops as GATConv handles them.
     let loops = params.add_self_loops;
     let edges = || {
-        let listed = sources.iter().zip(targets).filter_map(move |(&s, &t)| {
-            match (node(s, n), node(t, n)) {
-                (Ok(s), Ok(t)) if !(loops && s == t) => Some((s, t)),
-                _ => None,
-            }
-        });
+        let listed = edges.pairs(n).filter(move |&(s, t)| !(loops && s == t));
         listed.chain((0..if loops { n } else { 0 }).map(|i| (i, i)))
     };
     let score = |zs: i64, zd: i64| {
