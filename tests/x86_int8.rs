@@ -127,10 +127,12 @@ fn pv_i8_matches_reference_on_every_path() {
             } else {
                 rng.bytes(len)
             };
-            // Q15 softmax weights (0..=2^15, as int8_sdpa passes), or any i32 (the sums wrap).
-            let w: Vec<i32> = match rng.below(3) {
-                0 => (0..n).map(|_| rng.below(32769) as i32).collect(),
+            // Q15 softmax weights (0..2^15, as int8_sdpa passes), any i16 (both take the
+            // 16-bit path), or any i32 (the 32-bit path; the sums wrap).
+            let w: Vec<i32> = match rng.below(4) {
+                0 => (0..n).map(|_| rng.below(32768) as i32).collect(),
                 1 => (0..n).map(|_| rng.next_u64() as i32).collect(),
+                2 => (0..n).map(|_| rng.next_u64() as i16 as i32).collect(),
                 _ => vec![i32::MIN; n],
             };
             let acc: Vec<i32> = (0..dv).map(|_| rng.next_u64() as i32).collect();

@@ -194,10 +194,34 @@ unsafe fn dot_keys_avx2(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
     }
 }
 
+/// Whether every weight is a signed 16-bit value (the SDPA's Q15 weights are): then two
+/// rows go through one `vpmaddwd` / `vpdpwssd`, with products exact in `i32`.
+#[inline(always)]
+fn weights_fit_i16(w: &[i32]) -> bool {
+    w.iter().fold(true, |ok, &x| ok & (x as i16 as i32 == x))
+}
+
+/// The pair of 16-bit weights `(w0, w1)` as one `i32` lane (`w0` in the low half, matching
+/// the interleaved rows `[row0[c], row1[c]]`).
+#[inline(always)]
+fn weight_pair(w0: i32, w1: i32) -> i32 {
+    (w0 & 0xFFFF) | (w1 << 16)
+}
+
 /// Caller: AVX2; every row fits (see [`pv_i8`]).
 #[target_feature(enable = "avx2")]
 unsafe fn pv_avx2(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let dv = acc.len();
+    if weights_fit_i16(w) {
+        // 16 columns at a time with two rows per `vpmaddwd`; the last dv % 16 below.
+        let mut col = 0;
+        while col + 16 <= dv {
+            pv_avx2_pairs(w, v, stride, acc, col);
+            col += 16;
+        }
+        pv_tail(w, v, stride, acc, col);
+        return;
+    }
     let full = dv / 8;
     let mut chunk = 0;
     // Four 8-column chunks at a time (4 accumulators), then one at a time.
@@ -209,15 +233,55 @@ unsafe fn pv_avx2(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
         pv_avx2_chunks::<1>(w, v, stride, acc, 8 * chunk);
         chunk += 1;
     }
-    let done = 8 * full;
-    if let Some(tail) = acc.get_mut(done..) {
+    pv_tail(w, v, stride, acc, 8 * full);
+}
+
+/// Columns `col..` of [`pv_i8`] in scalar code. Caller: rows fit.
+#[inline(always)]
+unsafe fn pv_tail(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32], col: usize) {
+    let dv = acc.len();
+    if let Some(tail) = acc.get_mut(col..) {
         for (j, &wj) in w.iter().enumerate() {
-            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + done), dv - done);
+            let row = core::slice::from_raw_parts(v.as_ptr().add(j * stride + col), dv - col);
             for (a, &x) in tail.iter_mut().zip(row) {
                 *a = a.wrapping_add(wj.wrapping_mul(x as i32));
             }
         }
     }
+}
+
+/// Columns `col..col + 16` of [`pv_avx2`] with 16-bit weights: rows `j, j+1` interleaved as
+/// `i16` pairs, one `vpmaddwd` per pair of rows. Caller: AVX2, rows fit, `col + 16 <= dv`,
+/// weights fit in `i16`.
+#[inline(always)]
+unsafe fn pv_avx2_pairs(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32], col: usize) {
+    // lo: columns [0..4, 8..12], hi: [4..8, 12..16] (of `col..`), from the in-lane unpacks.
+    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let base = v.as_ptr().add(col);
+    let mut pairs = w.chunks_exact(2);
+    let mut j = 0;
+    for pair in pairs.by_ref() {
+        let ws = _mm256_set1_epi32(weight_pair(pair[0], pair[1]));
+        let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(base.add(j * stride).cast()));
+        let b = _mm256_cvtepi8_epi16(_mm_loadu_si128(base.add((j + 1) * stride).cast()));
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), ws));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), ws));
+        j += 2;
+    }
+    if let [last] = pairs.remainder() {
+        let ws = _mm256_set1_epi32(weight_pair(*last, 0));
+        let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(base.add(j * stride).cast()));
+        let z = _mm256_setzero_si256();
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, z), ws));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, z), ws));
+    }
+    let ap = acc.as_mut_ptr().add(col);
+    let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+    let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+    let a0 = _mm256_loadu_si256(ap.cast());
+    let a1 = _mm256_loadu_si256(ap.add(8).cast());
+    _mm256_storeu_si256(ap.cast(), _mm256_add_epi32(a0, first));
+    _mm256_storeu_si256(ap.add(8).cast(), _mm256_add_epi32(a1, second));
 }
 
 /// Columns `col..col + 8·N` of [`pv_avx2`]. Caller: AVX2, rows fit, `col + 8·N <= acc.len()`.
@@ -351,11 +415,26 @@ unsafe fn dot_keys_vnni(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
     }
 }
 
-/// Caller: AVX-512F/BW/VL; every row fits (see [`pv_i8`]).
+/// Caller: AVX-512F/BW/VL, AVX512_VNNI; every row fits (see [`pv_i8`]).
 #[cfg(microattn_avx512)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn pv_avx512(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let dv = acc.len();
+    if weights_fit_i16(w) {
+        // 64 columns (four accumulators) at a time, two rows per `vpdpwssd`; the last
+        // group's loads and stores are masked.
+        let mut col = 0;
+        while col < dv {
+            let left = dv - col;
+            if left > 32 {
+                pv_vnni_pairs::<2>(w, v, stride, acc, col, left.min(64));
+            } else {
+                pv_vnni_pairs::<1>(w, v, stride, acc, col, left);
+            }
+            col += 64;
+        }
+        return;
+    }
     let mut col = 0;
     // 64 columns (four `zmm` accumulators) at a time; the last group's chunks are masked.
     while col < dv {
@@ -403,5 +482,84 @@ unsafe fn pv_avx512_chunks<const N: usize>(
     }
     for (k, (x, &m)) in a.iter().zip(&masks).enumerate() {
         _mm512_mask_storeu_epi32(ap.add(16 * k).cast(), m, *x);
+    }
+}
+
+/// Columns `col..col + cols` of [`pv_avx512`] with 16-bit weights (`32·(N-1) < cols <=
+/// 32·N`): per 32 columns, rows `j, j+1` sign-extended to `i16`, interleaved in-lane and
+/// summed with one `vpdpwssd` per half; the halves hold columns in the unpack order and are
+/// put back in order once, at the end. Caller: AVX-512F/BW/VL + VNNI, rows fit,
+/// `col + cols <= acc.len()`, weights fit in `i16`.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn pv_vnni_pairs<const N: usize>(
+    w: &[i32],
+    v: &[i8],
+    stride: usize,
+    acc: &mut [i32],
+    col: usize,
+    cols: usize,
+) {
+    let mut masks = [0u32; N];
+    for (g, m) in masks.iter_mut().enumerate() {
+        let lanes = cols.saturating_sub(32 * g).min(32);
+        *m = (((1u64 << lanes) - 1) & 0xFFFF_FFFF) as u32;
+    }
+    // Per group: lo = columns 8L..8L+4 of each 128-bit lane L, hi = 8L+4..8L+8.
+    let mut lo = [_mm512_setzero_si512(); N];
+    let mut hi = [_mm512_setzero_si512(); N];
+    let base = v.as_ptr().add(col);
+    let rows = |j: usize, g: usize, m: u32| {
+        _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(
+            m,
+            base.add(j * stride + 32 * g).cast(),
+        ))
+    };
+    let mut pairs = w.chunks_exact(2);
+    let mut j = 0;
+    for pair in pairs.by_ref() {
+        let ws = _mm512_set1_epi32(weight_pair(pair[0], pair[1]));
+        for (g, &m) in masks.iter().enumerate() {
+            let (a, b) = (rows(j, g, m), rows(j + 1, g, m));
+            lo[g] = _mm512_dpwssd_epi32(lo[g], _mm512_unpacklo_epi16(a, b), ws);
+            hi[g] = _mm512_dpwssd_epi32(hi[g], _mm512_unpackhi_epi16(a, b), ws);
+        }
+        j += 2;
+    }
+    if let [last] = pairs.remainder() {
+        let ws = _mm512_set1_epi32(weight_pair(*last, 0));
+        let z = _mm512_setzero_si512();
+        for (g, &m) in masks.iter().enumerate() {
+            let a = rows(j, g, m);
+            lo[g] = _mm512_dpwssd_epi32(lo[g], _mm512_unpacklo_epi16(a, z), ws);
+            hi[g] = _mm512_dpwssd_epi32(hi[g], _mm512_unpackhi_epi16(a, z), ws);
+        }
+    }
+    // Column c of a group sits in lane 4·(c/8) + c%4 of lo (c%8 < 4) or of hi (index + 16
+    // for `vpermt2d`).
+    let index = |first: i32| {
+        let mut idx = [0i32; 16];
+        for (i, x) in idx.iter_mut().enumerate() {
+            let c = first + i as i32;
+            *x = 4 * (c / 8) + c % 4 + if c % 8 >= 4 { 16 } else { 0 };
+        }
+        _mm512_loadu_si512(idx.as_ptr().cast())
+    };
+    let (idx0, idx1) = (index(0), index(16));
+    let ap = acc.as_mut_ptr().add(col);
+    for (g, &m) in masks.iter().enumerate() {
+        let halves = [
+            (_mm512_permutex2var_epi32(lo[g], idx0, hi[g]), m as u16),
+            (
+                _mm512_permutex2var_epi32(lo[g], idx1, hi[g]),
+                (m >> 16) as u16,
+            ),
+        ];
+        for (h, (sum, mask)) in halves.into_iter().enumerate() {
+            let p = ap.add(32 * g + 16 * h);
+            let a = _mm512_maskz_loadu_epi32(mask, p.cast());
+            _mm512_mask_storeu_epi32(p.cast(), mask, _mm512_add_epi32(a, sum));
+        }
     }
 }
