@@ -23,97 +23,91 @@ use core::arch::asm;
 /// Query bytes unpacked at a time: 64 words of 16-bit pairs (256 bytes of stack).
 const Q_CHUNK: usize = 128;
 
-/// Unpacks `q` (length a multiple of 4, at most [`Q_CHUNK`]) into `(q0, q2), (q1, q3)` 16-bit
-/// pairs per word; returns the number of `u32`s written.
-#[inline(always)]
-fn unpack_query(q: &[i8], pairs: &mut [u32; Q_CHUNK / 2]) -> usize {
-    let mut n = 0;
-    for (word, out) in q.chunks_exact(4).zip(pairs.chunks_exact_mut(2)) {
-        let half = |x: i8| x as i16 as u16 as u32;
-        out[0] = half(word[0]) | half(word[2]) << 16;
-        out[1] = half(word[1]) | half(word[3]) << 16;
-        n += 2;
-    }
-    n
-}
-
-/// Dot products of the unpacked query `qp` (`words` words of query bytes) with two keys.
+/// Unpacks `words` words of query bytes at `q` into `(q0, q2), (q1, q3)` 16-bit pairs per
+/// word (`SXTB16`, `SXTB16 …, ROR #8`) at `pairs`.
 ///
 /// # Safety
-/// `qp` holds `2 · words` `u32`s; `k0` and `k1` are readable for `4 · words` bytes.
+/// `q` is readable for `4 · words` bytes (any alignment: `LDR` allows unaligned access on
+/// these cores), `pairs` writable for `2 · words` `u32`s (4-byte aligned); `words >= 1`.
+#[inline(always)]
+unsafe fn unpack_query(q: *const i8, pairs: *mut u32, words: usize) {
+    asm!(
+        "2:",
+        "ldr {a}, [{q}], #4",
+        "sxtb16 {e}, {a}",
+        "sxtb16 {a}, {a}, ror #8",
+        "strd {e}, {a}, [{p}], #8",
+        "subs {n}, {n}, #1",
+        "bne 2b",
+        n = inout(reg) words => _,
+        q = inout(reg) q => _,
+        p = inout(reg) pairs => _,
+        a = out(reg) _,
+        e = out(reg) _,
+        options(nostack),
+    );
+}
+
+/// One word (4 bytes) of two keys against one word of the unpacked query.
+macro_rules! dot2_word {
+    () => {
+        concat!(
+            "ldrd {qe}, {qo}, [{qp}], #8\n",
+            "ldr {a}, [{k0}], #4\n",
+            "ldr {b}, [{k1}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {acc0}, {qe}, {t}, {acc0}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {acc0}, {qo}, {a}, {acc0}\n",
+            "sxtb16 {t}, {b}\n",
+            "smlad {acc1}, {qe}, {t}, {acc1}\n",
+            "sxtb16 {b}, {b}, ror #8\n",
+            "smlad {acc1}, {qo}, {b}, {acc1}\n",
+        )
+    };
+}
+
+/// Dot products of the unpacked query `qp` (`words` words of query bytes) with two keys:
+/// `words % 4` single words first, then four words per iteration.
+///
+/// # Safety
+/// `qp` holds `2 · words` `u32`s; `k0` and `k1` are readable for `4 · words` bytes;
+/// `words >= 1`.
 #[inline(always)]
 unsafe fn dot2(qp: *const u32, k0: *const i8, k1: *const i8, words: usize) -> (i32, i32) {
     let (mut acc0, mut acc1) = (0i32, 0i32);
-    let (mut qp, mut k0, mut k1) = (qp, k0, k1);
-    if words & 1 == 1 {
-        asm!(
-            "ldrd {qe}, {qo}, [{qp}], #8",
-            "ldr {a}, [{k0}], #4",
-            "ldr {b}, [{k1}], #4",
-            "sxtb16 {t}, {a}",
-            "smlad {acc0}, {qe}, {t}, {acc0}",
-            "sxtb16 {a}, {a}, ror #8",
-            "smlad {acc0}, {qo}, {a}, {acc0}",
-            "sxtb16 {t}, {b}",
-            "smlad {acc1}, {qe}, {t}, {acc1}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smlad {acc1}, {qo}, {b}, {acc1}",
-            qp = inout(reg) qp,
-            k0 = inout(reg) k0,
-            k1 = inout(reg) k1,
-            acc0 = inout(reg) acc0,
-            acc1 = inout(reg) acc1,
-            qe = out(reg) _,
-            qo = out(reg) _,
-            a = out(reg) _,
-            b = out(reg) _,
-            t = out(reg) _,
-            options(nostack, readonly),
-        );
-    }
-    let pairs = words >> 1;
-    if pairs > 0 {
-        // Two words of both keys per iteration.
-        asm!(
-            "2:",
-            "ldrd {qe}, {qo}, [{qp}], #8",
-            "ldr {a}, [{k0}], #4",
-            "ldr {b}, [{k1}], #4",
-            "sxtb16 {t}, {a}",
-            "smlad {acc0}, {qe}, {t}, {acc0}",
-            "sxtb16 {a}, {a}, ror #8",
-            "smlad {acc0}, {qo}, {a}, {acc0}",
-            "sxtb16 {t}, {b}",
-            "smlad {acc1}, {qe}, {t}, {acc1}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smlad {acc1}, {qo}, {b}, {acc1}",
-            "ldrd {qe}, {qo}, [{qp}], #8",
-            "ldr {a}, [{k0}], #4",
-            "ldr {b}, [{k1}], #4",
-            "sxtb16 {t}, {a}",
-            "smlad {acc0}, {qe}, {t}, {acc0}",
-            "sxtb16 {a}, {a}, ror #8",
-            "smlad {acc0}, {qo}, {a}, {acc0}",
-            "sxtb16 {t}, {b}",
-            "smlad {acc1}, {qe}, {t}, {acc1}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smlad {acc1}, {qo}, {b}, {acc1}",
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            n = inout(reg) pairs => _,
-            qp = inout(reg) qp => _,
-            k0 = inout(reg) k0 => _,
-            k1 = inout(reg) k1 => _,
-            acc0 = inout(reg) acc0,
-            acc1 = inout(reg) acc1,
-            qe = out(reg) _,
-            qo = out(reg) _,
-            a = out(reg) _,
-            b = out(reg) _,
-            t = out(reg) _,
-            options(nostack, readonly),
-        );
-    }
+    asm!(
+        "ands {r}, {n}, #3",
+        "beq 3f",
+        "2:",
+        dot2_word!(),
+        "subs {r}, {r}, #1",
+        "bne 2b",
+        "3:",
+        "lsrs {n}, {n}, #2",
+        "beq 5f",
+        "4:",
+        dot2_word!(),
+        dot2_word!(),
+        dot2_word!(),
+        dot2_word!(),
+        "subs {n}, {n}, #1",
+        "bne 4b",
+        "5:",
+        n = inout(reg) words => _,
+        r = out(reg) _,
+        qp = inout(reg) qp => _,
+        k0 = inout(reg) k0 => _,
+        k1 = inout(reg) k1 => _,
+        acc0 = inout(reg) acc0,
+        acc1 = inout(reg) acc1,
+        qe = out(reg) _,
+        qo = out(reg) _,
+        a = out(reg) _,
+        b = out(reg) _,
+        t = out(reg) _,
+        options(nostack, readonly),
+    );
     (acc0, acc1)
 }
 
@@ -149,6 +143,10 @@ unsafe fn dot1(qp: *const u32, k: *const i8, words: usize) -> i32 {
 
 /// `out[j] = Σ_i q_i · keys[j·stride + i]` (wrapping), as [`scalar::dot_i8_keys`].
 ///
+/// The query is unpacked [`Q_CHUNK`] bytes at a time (once per call for `d <= Q_CHUNK`),
+/// then every key pair of the chunk runs through [`dot2`]; the last 1 to 3 bytes of `q`
+/// (when `q.len() % 4 != 0`) are added by [`scalar::dot_i8`].
+///
 /// # Safety
 /// Every key is in bounds: `(out.len() - 1) · stride + q.len() <= keys.len()` when `out` is
 /// not empty.
@@ -156,33 +154,50 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
     if out.is_empty() {
         return;
     }
-    out.fill(0);
     // Written with iterators and patterns rather than indexing, so no bounds-check panic
     // survives (targets/no-panic).
     let q_tail = q.chunks_exact(4).remainder();
     let body = q.len() - q_tail.len();
     let mut pairs = [0u32; Q_CHUNK / 2];
+    let mut first = true;
     for (chunk, q_chunk) in q.chunks(Q_CHUNK).enumerate() {
         let words = q_chunk.len() / 4;
         if words == 0 {
             break;
         }
-        unpack_query(q_chunk, &mut pairs);
-        let base = keys.as_ptr().add(chunk * Q_CHUNK);
+        unpack_query(q_chunk.as_ptr(), pairs.as_mut_ptr(), words);
+        let qp = pairs.as_ptr();
+        let mut k = keys.as_ptr().add(chunk * Q_CHUNK);
+        let step = 2 * stride;
         let mut outs = out.chunks_exact_mut(2);
-        let mut j = 0;
-        for two in &mut outs {
-            if let [o0, o1] = two {
-                let k0 = base.add(j * stride);
-                let (s0, s1) = dot2(pairs.as_ptr(), k0, k0.add(stride), words);
-                *o0 = o0.wrapping_add(s0);
-                *o1 = o1.wrapping_add(s1);
+        if first {
+            // The first chunk writes, later ones add.
+            for two in &mut outs {
+                if let [o0, o1] = two {
+                    (*o0, *o1) = dot2(qp, k, k.add(stride), words);
+                }
+                k = k.add(step);
             }
-            j += 2;
+            if let [o] = outs.into_remainder() {
+                *o = dot1(qp, k, words);
+            }
+        } else {
+            for two in &mut outs {
+                if let [o0, o1] = two {
+                    let (s0, s1) = dot2(qp, k, k.add(stride), words);
+                    *o0 = o0.wrapping_add(s0);
+                    *o1 = o1.wrapping_add(s1);
+                }
+                k = k.add(step);
+            }
+            if let [o] = outs.into_remainder() {
+                *o = o.wrapping_add(dot1(qp, k, words));
+            }
         }
-        if let [o] = outs.into_remainder() {
-            *o = o.wrapping_add(dot1(pairs.as_ptr(), base.add(j * stride), words));
-        }
+        first = false;
+    }
+    if first {
+        out.fill(0);
     }
     if !q_tail.is_empty() {
         // The last 1 to 3 bytes.
@@ -196,46 +211,33 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
 
 /// `acc[c] += Σ_j w[j] · v[j·stride + c]` (wrapping), as [`scalar::pv_i8`].
 ///
+/// Rows go two at a time; each pair takes [`pv2_pair`] when both weights are signed 16-bit
+/// values (always for the SDPA's Q15 softmax weights), [`pv2`] when both are below `2^23`
+/// in magnitude, [`scalar::pv_i8`] otherwise. The last `acc.len() % 4` columns are scalar.
+///
 /// # Safety
 /// Every value row is in bounds: `(w.len() - 1) · stride + acc.len() <= v.len()` when `w` is
 /// not empty.
 pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let cols = acc.len();
-    let body = cols & !3;
-    if w.is_empty() || body == 0 {
+    let blocks = cols / 4;
+    if w.is_empty() || blocks == 0 {
         scalar::pv_i8(w, v, stride, acc);
         return;
     }
-    // Signed 16-bit weights (the SDPA's Q15 softmax weights): two rows per `SMLAD`.
-    let narrow = w.iter().all(|&x| i16::try_from(x).is_ok());
-    // `SMLAW` needs `w · 2^8` in an i32: |w| < 2^23.
-    let in_range = w.iter().all(|&x| (-(1 << 23)..(1 << 23)).contains(&x));
-    if !narrow && !in_range {
-        scalar::pv_i8(w, v, stride, acc);
-        return;
-    }
+    let body = blocks * 4;
+    let mut row = v.as_ptr();
     let mut rows = w.chunks_exact(2);
-    let mut j = 0;
     for two in &mut rows {
-        if let [w0, w1] = two {
-            let row = v.as_ptr().add(j * stride);
-            if narrow {
-                let pair = (*w0 as u16 as u32) | (*w1 as u32) << 16;
-                pv2_pair(pair, row, stride, acc.as_mut_ptr(), body / 4);
-            } else {
-                pv2(w0 << 8, w1 << 8, row, stride, acc.as_mut_ptr(), body / 4);
-            }
+        if let [w0, w1] = *two {
+            pv_row_pair(w0, w1, row, stride, acc, blocks);
         }
-        j += 2;
+        // Past the last pair this pointer is never read (wrapping: it may leave `v`).
+        row = row.wrapping_add(2 * stride);
     }
-    if let [w0] = rows.remainder() {
-        // One row left: a second weight of 0 adds nothing (and reads row j again).
-        let row = v.as_ptr().add(j * stride);
-        if narrow {
-            pv2_pair(*w0 as u16 as u32, row, 0, acc.as_mut_ptr(), body / 4);
-        } else {
-            pv2(w0 << 8, 0, row, 0, acc.as_mut_ptr(), body / 4);
-        }
+    if let [w0] = *rows.remainder() {
+        // One row left: a second weight of 0 adds nothing (and reads the same row again).
+        pv_row_pair(w0, 0, row, 0, acc, blocks);
     }
     let tail = acc.chunks_exact_mut(4).into_remainder();
     if !tail.is_empty() {
@@ -246,6 +248,43 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
             }
         }
     }
+}
+
+/// Adds `w0·row0 + w1·row1` (`row1 = row0 + stride`) to the first `4 · blocks` accumulators
+/// with the fastest version the two weights allow.
+///
+/// # Safety
+/// Both rows are readable for `4 · blocks` bytes; `acc.len() >= 4 · blocks`; `blocks >= 1`.
+#[inline(always)]
+unsafe fn pv_row_pair(
+    w0: i32,
+    w1: i32,
+    row: *const i8,
+    stride: usize,
+    acc: &mut [i32],
+    blocks: usize,
+) {
+    let body = 4 * blocks;
+    match (i16::try_from(w0), i16::try_from(w1)) {
+        (Ok(a), Ok(b)) => {
+            let pair = (a as u16 as u32) | (b as u16 as u32) << 16;
+            pv2_pair(pair, row, stride, acc.as_mut_ptr(), blocks);
+        }
+        _ if fits_smlaw(w0) && fits_smlaw(w1) => {
+            pv2(w0 << 8, w1 << 8, row, stride, acc.as_mut_ptr(), blocks);
+        }
+        _ => {
+            let rows = core::slice::from_raw_parts(row, stride + body);
+            let acc = acc.get_mut(..body).unwrap_or_default();
+            scalar::pv_i8(&[w0, w1], rows, stride, acc);
+        }
+    }
+}
+
+/// `SMLAW` needs `w · 2^8` in an i32: `|w| < 2^23`.
+#[inline(always)]
+fn fits_smlaw(w: i32) -> bool {
+    (-(1 << 23)..(1 << 23)).contains(&w)
 }
 
 /// One block of four columns of `pv2_pair`: four bytes of both rows interleaved into

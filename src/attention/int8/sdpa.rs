@@ -246,7 +246,15 @@ fn run(
         d,
         dv,
     } = shape;
-    let group = heads / kv_heads;
+    // Validated: kv_heads divides heads and is not 0 (checked_div only spares a panic path).
+    let Some(group) = heads.checked_div(kv_heads) else {
+        return;
+    };
+    // Once per call (a 64-bit division), not per row.
+    let diff_scale = match params.logits {
+        Int8Logits::Dot { logit } => Some(DiffScale::new(logit)),
+        _ => None,
+    };
     // Validated: every product below is a length of a slice that exists, so none overflows,
     // and none is 0 (the `max(1)` only spares the optimizer a panic path).
     let (k_len, v_len) = ((lk * d).max(1), (lk * dv).max(1));
@@ -263,7 +271,7 @@ fn run(
                 .zip(out_h.chunks_exact_mut(dv))
                 .enumerate()
             {
-                attend_row(q_row, k_h, v_h, acc, out_row, h, i, params);
+                attend_row(q_row, k_h, v_h, acc, out_row, h, i, params, diff_scale);
             }
         }
     }
@@ -349,6 +357,7 @@ fn attend_row(
     head: usize,
     row: usize,
     params: &Int8SdpaParams<'_>,
+    diff_scale: Option<DiffScale>,
 ) {
     let (d, dv) = (q_row.len(), acc.len());
     let lk = k_h.len() / d;
@@ -361,7 +370,6 @@ fn attend_row(
         _ => None,
     };
     let no_bias = matches!(params.bias, Int8Bias::None);
-    let diff_scale = dot_logit.map(DiffScale::new);
     let mut logits = [0i64; TILE];
     // Raw dot products of a tile (from one call of the arch primitive: SMLAD on the Cortex-M
     // DSP cores, Helium on the M55), then the tile's Q15 weights.
