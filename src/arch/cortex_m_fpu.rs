@@ -19,7 +19,8 @@ use super::{scalar, Table};
 use core::arch::asm;
 use half::f16;
 
-/// The backend: scalar primitives except the three below.
+/// The backend: scalar primitives except the f32 and f16 ones below.
+#[cfg(not(arm_mve))]
 pub(super) static TABLE: Table = Table {
     name: "cortex-m-fpu",
     lanes: 1,
@@ -50,6 +51,39 @@ pub(super) static TABLE: Table = Table {
     fma_peak: scalar::fma_peak,
 };
 
+/// On Helium cores the f32 primitives stay scalar (auto-vectorized for MVE, faster than
+/// these VFP loops); the f16 ones widen with `VCVTB`/`VCVTT` as elsewhere.
+#[cfg(arm_mve)]
+pub(super) static TABLE: Table = Table {
+    name: "cortex-m-fpu-f16",
+    lanes: 1,
+    peak_flops_per_iteration: scalar::PEAK_CHAINS * 2,
+    dot: scalar::dot,
+    dot_f16,
+    dot_bf16: scalar::dot_bf16,
+    sq_l2_distance: scalar::sq_l2_distance,
+    l1_distance: scalar::l1_distance,
+    axpy: scalar::axpy,
+    axpy_f16,
+    axpy_bf16: scalar::axpy_bf16,
+    widen_f16,
+    widen_bf16: scalar::widen_bf16,
+    narrow_f16: scalar::narrow_f16,
+    scale: scalar::scale,
+    max: scalar::max,
+    exp_sum: scalar::exp_sum,
+    dot_keys: scalar::dot_keys,
+    dot_keys_f16,
+    dot_keys_bf16: scalar::dot_keys_bf16,
+    pv_row: scalar::pv_row,
+    pv_row_f16,
+    pv_row_bf16: scalar::pv_row_bf16,
+    qk_block: scalar::qk_block,
+    softmax_block: scalar::softmax_block,
+    pv_block: scalar::pv_block,
+    fma_peak: scalar::fma_peak,
+};
+
 /// Lanes of the scalar reference's dot product.
 const LANES: usize = 8;
 
@@ -62,6 +96,7 @@ fn reduce(acc: &[f32; LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+#[cfg(not(arm_mve))]
 /// Adds the products of the last `a.len() % 8` elements to the lanes, as the reference does.
 #[inline(always)]
 fn add_tail(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
@@ -70,6 +105,7 @@ fn add_tail(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
     }
 }
 
+#[cfg(not(arm_mve))]
 /// Dot product over the common length, bit-identical to [`scalar::dot`].
 ///
 /// # Safety
@@ -119,6 +155,7 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     reduce(&acc)
 }
 
+#[cfg(not(arm_mve))]
 /// `s[j] = scale · q·k_j` for every `j < s.len()`, key `j` at `k[j·ks..][..q.len()]`;
 /// bit-identical to [`scalar::dot_keys`]. Two keys per pass share the query loads.
 ///
@@ -191,6 +228,7 @@ pub(super) unsafe fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &m
     }
 }
 
+#[cfg(not(arm_mve))]
 /// `acc += Σ_j p[j] · v[j·vs..][..acc.len()]`, rows in order; bit-identical to
 /// [`scalar::pv_row`]. Four rows per pass over blocks of eight accumulators.
 ///
@@ -228,6 +266,7 @@ pub(super) unsafe fn pv_row(p: &[f32], v: &[f32], vs: usize, acc: &mut [f32]) {
     }
 }
 
+#[cfg(not(arm_mve))]
 /// `acc[c] += w[0]·r0[c]`, then `+= w[1]·r1[c]`, … for four rows, `8 · blocks` columns.
 ///
 /// # Safety
@@ -293,6 +332,7 @@ unsafe fn pv4(acc: *mut f32, rows: [*const f32; 4], w: &[f32], blocks: usize) {
     );
 }
 
+#[cfg(not(arm_mve))]
 /// `acc[c] += w·r[c]` for `8 · blocks` columns.
 ///
 /// # Safety

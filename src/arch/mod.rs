@@ -27,8 +27,8 @@ mod simd;
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
 mod cortex_m_dsp;
 // f32 dot products and weighted rows with VLDM/VMLA on hard-float Cortex-M (compile time;
-// not with Helium, where the auto-vectorized scalar loops are faster).
-#[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
+// not with Helium, where the auto-vectorized scalar loops are faster), f16 with VCVTB/VCVTT.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod cortex_m_fpu;
 mod int8;
 #[cfg(all(target_arch = "arm", arm_mve))]
@@ -135,7 +135,7 @@ enum Id {
     Avx512 = 3,
     #[cfg(target_arch = "aarch64")]
     Neon = 4,
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     CortexMFpu = 5,
 }
 
@@ -147,7 +147,7 @@ const ALL: &[Id] = &[
     Id::Avx512,
     #[cfg(target_arch = "aarch64")]
     Id::Neon,
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     Id::CortexMFpu,
 ];
 
@@ -161,7 +161,7 @@ impl Id {
             Id::Avx512 => &x86::avx512::TABLE,
             #[cfg(target_arch = "aarch64")]
             Id::Neon => &aarch64::neon::TABLE,
-            #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
             Id::CortexMFpu => &cortex_m_fpu::TABLE,
         }
     }
@@ -178,7 +178,7 @@ impl Id {
             #[cfg(target_arch = "aarch64")]
             Id::Neon => aarch64::has_neon(),
             // The hard-float ABI implies the FPU.
-            #[cfg(all(target_arch = "arm", target_abi = "eabihf", not(arm_mve)))]
+            #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
             Id::CortexMFpu => true,
         }
     }
