@@ -528,3 +528,178 @@ pub fn gat_edges<E: Element, I: Copy + TryInto<usize>>(
     }
     Ok(())
 }
+
+/// The parameters of one `GATConv` as arrays, for [`gat_fixed`] and [`gat_csr_fixed`]:
+/// `H` heads of `F` features from `FIN` input features, `OUT` output features per node
+/// (`H·F` when the heads are concatenated, `F` when averaged).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GatWeightsFixed<
+    'a,
+    E,
+    const FIN: usize,
+    const F: usize,
+    const H: usize,
+    const OUT: usize,
+> {
+    /// `lin.weight`, `[H·F, FIN]` (head by head).
+    pub lin_weight: &'a [[[E; FIN]; F]; H],
+    /// `att_src`, `[H, F]`.
+    pub att_src: &'a [[E; F]; H],
+    /// `att_dst`, `[H, F]`.
+    pub att_dst: &'a [[E; F]; H],
+    /// `bias`, `[OUT]`, or none.
+    pub bias: Option<&'a [E; OUT]>,
+}
+
+impl<'a, E, const FIN: usize, const F: usize, const H: usize, const OUT: usize>
+    GatWeightsFixed<'a, E, FIN, F, H, OUT>
+{
+    /// The same weights as slices, for [`gat`].
+    pub fn as_slices(&self) -> GatWeights<'a, E> {
+        GatWeights {
+            lin_weight: self.lin_weight.as_flattened().as_flattened(),
+            att_src: self.att_src.as_flattened(),
+            att_dst: self.att_dst.as_flattened(),
+            bias: self.bias.map(|b| &b[..]),
+        }
+    }
+}
+
+/// Compile-time checks of the fixed GAT shapes.
+const fn check_fixed(n: usize, fin: usize, f: usize, h: usize, out: usize, scratch: usize) {
+    assert!(
+        n > 0 && fin > 0 && f > 0 && h > 0,
+        "GAT sizes must be positive"
+    );
+    assert!(
+        out == h * f || out == f,
+        "OUT must be H·F (concat) or F (mean)"
+    );
+    assert!(
+        scratch >= gat_scratch_len(GatShape::new(n, fin, f, h)),
+        "scratch shorter than gat_scratch_len"
+    );
+}
+
+/// Fixed-size [`gat`] over a COO edge list of `EDGES` edges (`[sources, targets]`): `N` nodes
+/// of `FIN` features into `[N, OUT]`. Sizes are array lengths, checked at compile time (all
+/// positive, `OUT` equal to `H·F` or `F`, `scratch` at least [`gat_scratch_len`]). Errors:
+/// `OUT` not matching `params.concat` ([`Error::LengthMismatch`]), a node id out of range, a
+/// non-finite slope.
+///
+/// ```
+/// use microattn::graph::{gat_fixed, gat_scratch_len, GatParams, GatShape, GatWeightsFixed};
+/// // Two nodes, one feature, one head: node 1 listens to node 0 and itself.
+/// let weights = GatWeightsFixed {
+///     lin_weight: &[[[1.0f32]]],
+///     att_src: &[[0.0]],
+///     att_dst: &[[0.0]],
+///     bias: Some(&[0.5]),
+/// };
+/// let x = [[2.0f32], [4.0]];
+/// let edges = [[0u32], [1]];
+/// let mut out = [[0.0f32; 1]; 2];
+/// let mut scratch = [0.0f32; gat_scratch_len(GatShape::new(2, 1, 1, 1))];
+/// gat_fixed(&x, &edges, &weights, &mut out, &GatParams::default(), &mut scratch)?;
+/// assert_eq!(out, [[2.5], [3.5]]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gat_fixed<
+    E: Element,
+    I: Copy + TryInto<usize>,
+    const N: usize,
+    const FIN: usize,
+    const F: usize,
+    const H: usize,
+    const OUT: usize,
+    const EDGES: usize,
+    const S: usize,
+>(
+    x: &[[E; FIN]; N],
+    edge_index: &[[I; EDGES]; 2],
+    weights: &GatWeightsFixed<'_, E, FIN, F, H, OUT>,
+    out: &mut [[E; OUT]; N],
+    params: &GatParams,
+    scratch: &mut [f32; S],
+) -> Result<(), Error> {
+    const { check_fixed(N, FIN, F, H, OUT, S) };
+    gat(
+        x.as_flattened(),
+        edge_index.as_flattened(),
+        &weights.as_slices(),
+        out.as_flattened_mut(),
+        GatShape::new(N, FIN, F, H),
+        params,
+        scratch,
+    )
+}
+
+/// Fixed-size [`gat_csr`]: `row_ptr` has `NP1 = N + 1` entries (checked at compile time),
+/// `col_idx` `EDGES`. Otherwise as [`gat_fixed`]; malformed row pointers or a column out of
+/// range are errors ([`Error::InvalidParameter`]).
+///
+/// ```
+/// use microattn::graph::{gat_csr_fixed, gat_scratch_len, GatParams, GatShape, GatWeightsFixed};
+/// // Into node 0: nothing; into node 1: from node 0 (mean of two heads).
+/// let weights = GatWeightsFixed {
+///     lin_weight: &[[[1.0f32]], [[3.0]]],
+///     att_src: &[[0.0], [0.0]],
+///     att_dst: &[[0.0], [0.0]],
+///     bias: None,
+/// };
+/// let mut out = [[9.0f32; 1]; 2];
+/// let mut scratch = [0.0f32; gat_scratch_len(GatShape::new(2, 1, 1, 2))];
+/// let params = GatParams { concat: false, add_self_loops: false, ..GatParams::default() };
+/// gat_csr_fixed(&[[1.0f32], [5.0]], &[0u8, 0, 1], &[0u8], &weights, &mut out, &params, &mut scratch)?;
+/// assert_eq!(out, [[0.0], [2.0]]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+///
+/// Row pointers that are not `N + 1` do not compile:
+///
+/// ```compile_fail
+/// # use microattn::graph::{gat_csr_fixed, GatParams, GatWeightsFixed};
+/// let weights = GatWeightsFixed::<f32, 1, 1, 1, 1> {
+///     lin_weight: &[[[1.0]]], att_src: &[[0.0]], att_dst: &[[0.0]], bias: None,
+/// };
+/// let mut out = [[0.0f32; 1]; 2];
+/// let mut scratch = [0.0f32; 64];
+/// gat_csr_fixed(&[[1.0f32], [5.0]], &[0u8, 1], &[0u8], &weights, &mut out, &GatParams::default(), &mut scratch).unwrap();
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gat_csr_fixed<
+    E: Element,
+    I: Copy + TryInto<usize>,
+    const N: usize,
+    const NP1: usize,
+    const FIN: usize,
+    const F: usize,
+    const H: usize,
+    const OUT: usize,
+    const EDGES: usize,
+    const S: usize,
+>(
+    x: &[[E; FIN]; N],
+    row_ptr: &[I; NP1],
+    col_idx: &[I; EDGES],
+    weights: &GatWeightsFixed<'_, E, FIN, F, H, OUT>,
+    out: &mut [[E; OUT]; N],
+    params: &GatParams,
+    scratch: &mut [f32; S],
+) -> Result<(), Error> {
+    const {
+        check_fixed(N, FIN, F, H, OUT, S);
+        assert!(NP1 == N + 1, "row_ptr must have N + 1 entries");
+    };
+    gat_csr(
+        x.as_flattened(),
+        row_ptr,
+        col_idx,
+        &weights.as_slices(),
+        out.as_flattened_mut(),
+        GatShape::new(N, FIN, F, H),
+        params,
+        scratch,
+    )
+}

@@ -389,3 +389,114 @@ pub fn gated_ffn_in_place<E: Element>(
 ) -> Result<(), Error> {
     Net::Gated(weights).run_in_place(x, activation, shape, scratch)
 }
+
+/// The two projections of a transformer FFN as arrays, for [`ffn_fixed`]: `DIM` features,
+/// `HIDDEN` hidden units, PyTorch's layout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FfnWeightsFixed<'a, E, const DIM: usize, const HIDDEN: usize> {
+    /// `linear1.weight`, `[HIDDEN, DIM]`.
+    pub w1: &'a [[E; DIM]; HIDDEN],
+    /// `linear1.bias`, or none.
+    pub b1: Option<&'a [E; HIDDEN]>,
+    /// `linear2.weight`, `[DIM, HIDDEN]`.
+    pub w2: &'a [[E; HIDDEN]; DIM],
+    /// `linear2.bias`, or none.
+    pub b2: Option<&'a [E; DIM]>,
+}
+
+impl<'a, E, const DIM: usize, const HIDDEN: usize> FfnWeightsFixed<'a, E, DIM, HIDDEN> {
+    /// The same weights as slices, for [`ffn`].
+    pub fn as_slices(&self) -> FfnWeights<'a, E> {
+        FfnWeights {
+            w1: self.w1.as_flattened(),
+            b1: self.b1.map(|b| &b[..]),
+            w2: self.w2.as_flattened(),
+            b2: self.b2.map(|b| &b[..]),
+        }
+    }
+}
+
+/// The three bias-free projections of a gated FFN as arrays, for [`gated_ffn_fixed`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GatedFfnWeightsFixed<'a, E, const DIM: usize, const HIDDEN: usize> {
+    /// Gate projection `[HIDDEN, DIM]` (LLaMA `w1`).
+    pub gate: &'a [[E; DIM]; HIDDEN],
+    /// Up projection `[HIDDEN, DIM]` (LLaMA `w3`).
+    pub up: &'a [[E; DIM]; HIDDEN],
+    /// Down projection `[DIM, HIDDEN]` (LLaMA `w2`).
+    pub down: &'a [[E; HIDDEN]; DIM],
+}
+
+impl<'a, E, const DIM: usize, const HIDDEN: usize> GatedFfnWeightsFixed<'a, E, DIM, HIDDEN> {
+    /// The same weights as slices, for [`gated_ffn`].
+    pub fn as_slices(&self) -> GatedFfnWeights<'a, E> {
+        GatedFfnWeights {
+            gate: self.gate.as_flattened(),
+            up: self.up.as_flattened(),
+            down: self.down.as_flattened(),
+        }
+    }
+}
+
+/// Fixed-size [`ffn`]: `ROWS` rows of `DIM` features through `HIDDEN` hidden units, the
+/// hidden activations of a row in `scratch`. Shapes are array lengths, so a wrong shape
+/// does not compile; errors only for a zero `ROWS`, `DIM` or `HIDDEN`.
+///
+/// ```
+/// use microattn::layers::{ffn_fixed, Activation, FfnWeightsFixed};
+/// let eye = [[1.0f32, 0.0], [0.0, 1.0]];
+/// let weights = FfnWeightsFixed { w1: &eye, b1: None, w2: &eye, b2: Some(&[0.5, 0.5]) };
+/// let mut y = [[0.0f32; 2]; 2];
+/// let mut scratch = [0.0f32; 2];
+/// ffn_fixed(&[[-1.0f32, 2.0], [3.0, -4.0]], &weights, Activation::Relu, &mut y, &mut scratch)?;
+/// assert_eq!(y, [[0.5, 2.5], [3.5, 0.5]]);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+pub fn ffn_fixed<E: Element, const ROWS: usize, const DIM: usize, const HIDDEN: usize>(
+    x: &[[E; DIM]; ROWS],
+    weights: &FfnWeightsFixed<'_, E, DIM, HIDDEN>,
+    activation: Activation,
+    y: &mut [[E; DIM]; ROWS],
+    scratch: &mut [f32; HIDDEN],
+) -> Result<(), Error> {
+    ffn(
+        x.as_flattened(),
+        &weights.as_slices(),
+        activation,
+        y.as_flattened_mut(),
+        FfnShape::new(ROWS, DIM, HIDDEN),
+        scratch,
+    )
+}
+
+/// Fixed-size [`gated_ffn`] (SwiGLU with [`Activation::Silu`]): the gate and up activations
+/// of a row in `scratch`. Errors as [`ffn_fixed`].
+///
+/// ```
+/// use microattn::layers::{gated_ffn_fixed, silu, Activation, GatedFfnWeightsFixed};
+/// let eye = [[1.0f32, 0.0], [0.0, 1.0]];
+/// let weights = GatedFfnWeightsFixed { gate: &eye, up: &[[2.0, 0.0], [0.0, 2.0]], down: &eye };
+/// let mut y = [[0.0f32; 2]];
+/// let mut scratch = [[0.0f32; 2]; 2];
+/// gated_ffn_fixed(&[[1.0f32, -1.0]], &weights, Activation::Silu, &mut y, &mut scratch)?;
+/// // y = silu(x) · 2x per feature.
+/// assert!((y[0][0] - silu(1.0) * 2.0).abs() < 1e-6);
+/// assert!((y[0][1] - silu(-1.0) * -2.0).abs() < 1e-6);
+/// # Ok::<(), microattn::Error>(())
+/// ```
+pub fn gated_ffn_fixed<E: Element, const ROWS: usize, const DIM: usize, const HIDDEN: usize>(
+    x: &[[E; DIM]; ROWS],
+    weights: &GatedFfnWeightsFixed<'_, E, DIM, HIDDEN>,
+    activation: Activation,
+    y: &mut [[E; DIM]; ROWS],
+    scratch: &mut [[f32; HIDDEN]; 2],
+) -> Result<(), Error> {
+    gated_ffn(
+        x.as_flattened(),
+        &weights.as_slices(),
+        activation,
+        y.as_flattened_mut(),
+        FfnShape::new(ROWS, DIM, HIDDEN),
+        scratch.as_flattened_mut(),
+    )
+}

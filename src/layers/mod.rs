@@ -8,6 +8,7 @@ mod activation;
 mod decoder;
 mod encoder;
 mod ffn;
+mod fixed;
 pub mod int8;
 mod norm;
 mod vit;
@@ -22,9 +23,11 @@ pub use encoder::{
     EncoderWeights, LayerConfig,
 };
 pub use ffn::{
-    ffn, ffn_footprint, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_footprint,
-    gated_ffn_in_place, gated_ffn_scratch_len, FfnShape, FfnWeights, GatedFfnWeights,
+    ffn, ffn_fixed, ffn_footprint, ffn_in_place, ffn_scratch_len, gated_ffn, gated_ffn_fixed,
+    gated_ffn_footprint, gated_ffn_in_place, gated_ffn_scratch_len, FfnShape, FfnWeights,
+    FfnWeightsFixed, GatedFfnWeights, GatedFfnWeightsFixed,
 };
+pub use fixed::{layer_norm_fixed, patch_embed_fixed, rms_norm_fixed, PatchEmbedWeightsFixed};
 pub use norm::{
     add_layer_norm, layer_norm, layer_norm_footprint, layer_norm_in_place, rms_norm,
     rms_norm_footprint, rms_norm_in_place, LayerNormWeights,
