@@ -137,3 +137,175 @@ pub(crate) fn dot_weights(
     }
     sum
 }
+
+/// One group of four columns, from the i64 accumulators de-interleaved into q0 (low words)
+/// and q1 (high words) to the int8 outputs: `a'` (in `$a`, an i32 lane each) times `mr`,
+/// rounded half away from zero by `n = 32 + k` bits and clamped to ±127. With `|p| = |a'|·mr`
+/// and `hi = hi32(|p|)` (`VMULH.U32`), `(|p| + 2^(n-1)) >> n = (hi + 2^(k-1)) >> k` for
+/// `k >= 1` (the low word cannot carry into the result), one `VRSHL.U32` by `-k`; the sign
+/// goes back with a predicated `VNEG`.
+macro_rules! requantize_group {
+    ($a:literal) => {
+        concat!(
+            "vabs.s32 q0, ",
+            $a,
+            "\n",
+            "vmulh.u32 q0, q0, q7\n",
+            "vrshl.u32 q0, {neg_k}\n",
+            "vmin.u32 q0, q0, q5\n",
+            "vpt.s32 lt, ",
+            $a,
+            ", {zero}\n",
+            "vnegt.s32 q0, q0\n",
+            "vstrb.32 q0, [r1], #4\n",
+        )
+    };
+}
+
+/// The Helium body of the int8 SDPA's `normalize_row` (`attention::int8::softmax`): for every
+/// column, `saturate_i8(round_shift(shift_down(acc[c]) · mr, n))` with `shift_down` a rounded
+/// (half away from zero) right shift by `s` for `s > 0` and a left shift by `-s` otherwise.
+/// Four columns per iteration, the accumulators de-interleaved by `VLD20`/`VLD21`.
+///
+/// Exact whenever every `shift_down(acc[c])` fits an `i32` (the usual case: a weighted mean of
+/// int8 values scaled to a 24-bit sum is below `2^31` in magnitude), `1 <= mr < 2^32`,
+/// `33 <= n <= 150`, `|s| <= 31`, and the column count is a non-zero multiple of 4. Returns
+/// `false` otherwise (`out` may then hold anything): the caller runs its scalar loop.
+pub(crate) fn normalize_row(acc: &[i64], s: i32, mr: i64, n: u32, out: &mut [i8]) -> bool {
+    let cols = acc.len();
+    let fits = cols == out.len()
+        && cols > 0
+        && cols % 4 == 0
+        && (1..=u32::MAX as i64).contains(&mr)
+        && (33..=150).contains(&n)
+        && (-31..=31).contains(&s);
+    if !fits {
+        return false;
+    }
+    let neg_k = 32i32 - n as i32;
+    let mut bad = 0u32;
+    let (groups, a, o) = (cols / 4, acc.as_ptr(), out.as_mut_ptr());
+    if s <= 0 {
+        // a' = a << -s: the low word shifted with saturation (`VQSHL` sets FPSCR.QC when a
+        // value does not fit), the high word checked against the low word's sign.
+        // SAFETY: `groups · 4` accumulators are read (32 bytes per `VLD20`/`VLD21` pair) and as
+        // many bytes written; FPSCR is restored (QC only read).
+        unsafe {
+            asm!(
+                "vmrs {saved}, fpscr",
+                "bic {t}, {saved}, #0x08000000",
+                "vmsr fpscr, {t}",
+                "vdup.32 q7, {mr}",
+                "vmov.i32 q6, #0",
+                "vmov.i32 q5, #127",
+                "dls lr, lr",
+                "2:",
+                "vld20.32 {{q0, q1}}, [{acc}]",
+                "vld21.32 {{q0, q1}}, [{acc}]!",
+                "vshr.s32 q2, q0, #31",
+                "veor q2, q2, q1",
+                "vorr q6, q6, q2",
+                "vqshl.s32 q0, {left}",
+                "vmov q3, q0",
+                requantize_group!("q3"),
+                "le lr, 2b",
+                "vmaxav.s32 {bad}, q6",
+                "vmrs {t}, fpscr",
+                "and {t}, {t}, #0x08000000",
+                "orr {bad}, {bad}, {t}",
+                "vmsr fpscr, {saved}",
+                saved = out(reg) _,
+                t = out(reg) _,
+                mr = in(reg) mr as u32,
+                left = in(reg) -s,
+                neg_k = in(reg) neg_k,
+                zero = in(reg) 0,
+                acc = inout(reg) a => _,
+                // Narrowing stores take a low base register: r1.
+                inout("r1") o => _,
+                bad = inout(reg) bad,
+                inout("lr") groups => _,
+                out("d0") _,
+                out("d1") _,
+                out("d2") _,
+                out("d3") _,
+                out("d4") _,
+                out("d5") _,
+                out("d6") _,
+                out("d7") _,
+                out("d8") _,
+                out("d9") _,
+                out("d10") _,
+                out("d11") _,
+                out("d12") _,
+                out("d13") _,
+                out("d14") _,
+                out("d15") _,
+                options(nostack),
+            );
+        }
+    } else {
+        // a' = (a + 2^(s-1) - [a < 0]) >> s (floor): half away from zero, in two words.
+        // SAFETY: as above (no FPSCR access).
+        unsafe {
+            asm!(
+                "vdup.32 q7, {mr}",
+                "vmov.i32 q6, #0",
+                "vmov.i32 q5, #127",
+                "dls lr, lr",
+                "2:",
+                "vld20.32 {{q0, q1}}, [{acc}]",
+                "vld21.32 {{q0, q1}}, [{acc}]!",
+                // b = 2^(s-1) - [a < 0]; low word + b with the carry into the high word.
+                "vshr.s32 q2, q1, #31",
+                "vadd.i32 q2, q2, {half}",
+                "vadd.i32 q3, q0, q2",
+                "vpt.u32 hi, q2, q3",
+                "vaddt.i32 q1, q1, {one}",
+                // r = (hi:lo) >> s: low word (lo >> s) | (hi << (32 - s)), high word hi >> s.
+                "vshl.u32 q3, {neg_s}",
+                "vmov q0, q1",
+                "vshl.u32 q0, {up}",
+                "vorr q3, q3, q0",
+                "vshl.s32 q1, {neg_s}",
+                // It fits an i32 if the high word is the low word's sign.
+                "vshr.s32 q0, q3, #31",
+                "veor q0, q0, q1",
+                "vorr q6, q6, q0",
+                requantize_group!("q3"),
+                "le lr, 2b",
+                "vmaxav.s32 {bad}, q6",
+                mr = in(reg) mr as u32,
+                half = in(reg) 1u32 << (s - 1),
+                one = in(reg) 1u32,
+                neg_s = in(reg) -s,
+                up = in(reg) 32 - s,
+                neg_k = in(reg) neg_k,
+                zero = in(reg) 0,
+                acc = inout(reg) a => _,
+                // Narrowing stores take a low base register: r1.
+                inout("r1") o => _,
+                bad = inout(reg) bad,
+                inout("lr") groups => _,
+                out("d0") _,
+                out("d1") _,
+                out("d2") _,
+                out("d3") _,
+                out("d4") _,
+                out("d5") _,
+                out("d6") _,
+                out("d7") _,
+                out("d8") _,
+                out("d9") _,
+                out("d10") _,
+                out("d11") _,
+                out("d12") _,
+                out("d13") _,
+                out("d14") _,
+                out("d15") _,
+                options(nostack),
+            );
+        }
+    }
+    bad == 0
+}
