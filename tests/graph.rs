@@ -349,8 +349,8 @@ fn malformed_csr_is_an_error() {
         );
         assert_eq!(out, [7.0; 6], "malformed CSR {k}: output written");
         let e = GatEdges::Csr {
-            row_ptr: *row_ptr,
-            col_idx: *col,
+            row_ptr,
+            col_idx: col,
         };
         assert!(e.validate(3).is_err());
     }
