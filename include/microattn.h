@@ -602,6 +602,12 @@ typedef struct microattn_linear_state_t {
  */
 #define MICROATTN_ERR_UNKNOWN -13
 
+/**
+ * A linear KV cache has no free slot for another token (the Rust `KvCache`; no C function
+ * returns it today).
+ */
+#define MICROATTN_ERR_CACHE_FULL -14
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

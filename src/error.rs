@@ -38,6 +38,8 @@ pub enum Error {
     },
     /// A shape whose element count does not fit in `usize`.
     ShapeOverflow,
+    /// A linear KV cache has no free slot for another token (clear it, or use a ring).
+    CacheFull,
 }
 
 impl fmt::Display for Error {
@@ -56,6 +58,7 @@ impl fmt::Display for Error {
                 write!(f, "scratch has {found} elements, kernel needs {needed}")
             }
             Error::ShapeOverflow => f.write_str("shape element count overflows usize"),
+            Error::CacheFull => f.write_str("KV cache has no free slot"),
         }
     }
 }
@@ -89,6 +92,7 @@ impl defmt::Format for Error {
                 )
             }
             Error::ShapeOverflow => defmt::write!(f, "ShapeOverflow"),
+            Error::CacheFull => defmt::write!(f, "CacheFull"),
         }
     }
 }

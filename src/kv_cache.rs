@@ -13,8 +13,8 @@
 //! # Two modes
 //!
 //! - [`CacheMode::Linear`]: token `t` goes to slot `t`; slot = position. Appending to a full
-//!   cache is [`Error::InvalidParameter`] (the cache is unchanged; [`KvCache::clear`] it or
-//!   use a ring). Any mask term and position bias (ALiBi, T5) works, in absolute positions.
+//!   cache is [`Error::CacheFull`] (the cache is unchanged; [`KvCache::clear`] it or use a
+//!   ring). Any mask term and position bias (ALiBi, T5) works, in absolute positions.
 //! - [`CacheMode::Ring`]: a sliding window of `left = capacity - 1` keys
 //!   (`MaskTerm::Sliding { left: window, right: 0 }` with causality), so a windowed model
 //!   decodes forever in O(window) memory. Token `t` goes to slot `t % capacity`,
@@ -177,7 +177,7 @@ pub const fn int8_decode_scratch_len(shape: KvShape) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum CacheMode {
-    /// Slot = position; appending to a full cache is an error.
+    /// Slot = position; appending to a full cache is [`Error::CacheFull`].
     Linear,
     /// Slot = position mod capacity; a sliding window of `capacity - 1` keys.
     Ring,
@@ -360,8 +360,8 @@ impl<'a, T: Copy> KvCache<'a, T> {
 
     /// Appends one token: its keys `k` (`[kv_heads, d]`) and values `v` (`[kv_heads, dv]`).
     ///
-    /// Errors (the cache unchanged): wrong lengths; [`Error::InvalidParameter`] when a linear
-    /// cache is full.
+    /// Errors (the cache unchanged): wrong lengths; [`Error::CacheFull`] when a linear cache
+    /// is full.
     pub fn append(&mut self, k: &[T], v: &[T]) -> Result<(), Error> {
         self.append_with(k, v, |x| x, |x| x)
     }
@@ -383,7 +383,7 @@ impl<'a, T: Copy> KvCache<'a, T> {
         check_len(k, kv_heads * d)?;
         check_len(v, kv_heads * dv)?;
         if self.is_full() {
-            return Err(Error::InvalidParameter);
+            return Err(Error::CacheFull);
         }
         let slot = self.next_slot();
         // Row `slot` of every head (`slot < capacity`; sizes are positive: `max` and `get` only

@@ -489,6 +489,7 @@ fn sdpa_huge_logits_pick_the_largest() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "over 20 s under Miri")]
 fn sdpa_all_equal_logits_give_the_mean() {
     // Zero query: every dot logit is 0; identical keys: every logit equal, whatever the score.
     let shape = AttentionShape::single(2, 40, 3, 2); // more keys than one tile
@@ -531,6 +532,7 @@ fn sdpa_zero_denormal_and_negative_scales() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "over 20 s under Miri")]
 fn sdpa_non_finite_inputs_do_not_panic() {
     let shape = AttentionShape::multi_head(2, 1, 3, 40, 2, 2);
     let (q, k, v) = inputs(shape);
@@ -711,6 +713,7 @@ fn assert_convex_near(got: &[f32], want: &[f64], v: &[f32], dv: usize, what: &st
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "over 20 s under Miri")]
 fn sdpa_values_near_max_are_accurate_on_every_path() {
     // lq = 2 takes the per-row path, lq = 40 the blocked one on hosts (d, dv <= 128); both
     // with MHA and GQA, with and without a causal mask, 1 to 70 keys (one and two tiles).
@@ -1891,6 +1894,41 @@ fn layer_norm_errors() {
 // The Error type itself
 
 #[test]
+fn kv_cache_full() {
+    use microattn::kv_cache::{CacheMode, KvCache, KvShape};
+    // Two KV heads, two slots, d = dv = 2.
+    let shape = KvShape::new(2, 2, 2, 2);
+    let (mut k, mut v) = ([0.0f32; 8], [0.0f32; 8]);
+    let mut cache = KvCache::new(&mut k, &mut v, shape, CacheMode::Linear).unwrap();
+    let rows = [[1.0f32, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0; 4]];
+    cache.append(&rows[0], &rows[0]).unwrap();
+    cache.append(&rows[1], &rows[1]).unwrap();
+    assert!(cache.is_full());
+    // A third token: CacheFull, and the cache unchanged.
+    assert_eq!(cache.append(&rows[2], &rows[2]), Err(Error::CacheFull));
+    assert_eq!((cache.len(), cache.next_position()), (2, 2));
+    assert_eq!(cache.keys(0), Some(&[1.0f32, 2.0, 5.0, 6.0][..]));
+    assert_eq!(cache.values(1), Some(&[3.0f32, 4.0, 7.0, 8.0][..]));
+    // A wrong length is still a length error on a full cache.
+    assert!(matches!(
+        cache.append(&rows[2][..3], &rows[2]),
+        Err(Error::LengthMismatch { .. })
+    ));
+    // Cleared, it takes tokens again.
+    cache.clear();
+    cache.append(&rows[2], &rows[2]).unwrap();
+    assert_eq!(cache.keys(1), Some(&[9.0f32, 9.0][..]));
+    // A ring of the same size is never full: it overwrites the oldest token.
+    let (mut k, mut v) = ([0.0f32; 8], [0.0f32; 8]);
+    let mut ring = KvCache::new(&mut k, &mut v, shape, CacheMode::Ring).unwrap();
+    for row in &rows {
+        ring.append(row, row).unwrap();
+    }
+    assert!(!ring.is_full());
+    assert_eq!(ring.keys(0), Some(&[9.0f32, 9.0, 5.0, 6.0][..]));
+}
+
+#[test]
 fn every_error_displays() {
     let all = [
         Error::ZeroDimension,
@@ -1908,6 +1946,7 @@ fn every_error_displays() {
             found: 4,
         },
         Error::ShapeOverflow,
+        Error::CacheFull,
     ];
     let texts: Vec<String> = all.iter().map(|e| e.to_string()).collect();
     for (i, t) in texts.iter().enumerate() {

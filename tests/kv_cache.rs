@@ -755,7 +755,7 @@ fn bad_input_is_an_error() {
         cache.append(&row, &row).unwrap();
     }
     assert!(cache.is_full());
-    assert_eq!(cache.append(&row, &row), Err(Error::InvalidParameter));
+    assert_eq!(cache.append(&row, &row), Err(Error::CacheFull));
     assert_eq!((cache.len(), cache.next_position()), (3, 3));
 
     // Decode shapes.

@@ -41,6 +41,9 @@ pub const MICROATTN_ERR_INVALID_ARGUMENT: microattn_status_t = -11;
 pub const MICROATTN_ERR_BUFFER_OVERLAP: microattn_status_t = -12;
 /// An error this version of the header has no code for (a newer library).
 pub const MICROATTN_ERR_UNKNOWN: microattn_status_t = -13;
+/// A linear KV cache has no free slot for another token (the Rust `KvCache`; no C function
+/// returns it today).
+pub const MICROATTN_ERR_CACHE_FULL: microattn_status_t = -14;
 
 /// Why a call failed, as the code C receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,7 @@ impl From<Error> for Fail {
             Error::InvalidParameter => MICROATTN_ERR_INVALID_PARAMETER,
             Error::ScratchTooSmall { .. } => MICROATTN_ERR_SCRATCH_TOO_SMALL,
             Error::ShapeOverflow => MICROATTN_ERR_SHAPE_OVERFLOW,
+            Error::CacheFull => MICROATTN_ERR_CACHE_FULL,
             _ => MICROATTN_ERR_UNKNOWN,
         })
     }
@@ -90,6 +94,7 @@ pub extern "C" fn microattn_status_str(status: microattn_status_t) -> *const c_c
         MICROATTN_ERR_INVALID_ARGUMENT => c"invalid argument",
         MICROATTN_ERR_BUFFER_OVERLAP => c"output buffer overlaps another buffer",
         MICROATTN_ERR_UNKNOWN => c"error unknown to this header version",
+        MICROATTN_ERR_CACHE_FULL => c"KV cache has no free slot",
         _ => c"unknown status",
     };
     text.as_ptr()
@@ -117,6 +122,7 @@ mod tests {
                 found: 0,
             },
             Error::ShapeOverflow,
+            Error::CacheFull,
         ];
         let codes: std::vec::Vec<microattn_status_t> =
             errors.iter().map(|&e| Fail::from(e).0).collect();

@@ -284,11 +284,17 @@ pub(crate) fn pv_block(
     alpha: &[f32; ROWS],
     acc: &mut [f32],
 ) {
-    for (r, acc_row) in acc.chunks_exact_mut(dvp).take(ROWS).enumerate() {
-        scale(acc_row, alpha[r]);
+    // `dvp` is never 0 through `Backend::pv_block` (a multiple of the column alignment that
+    // covers `dv >= 1`); tested so that the chunking cannot panic (this function is reached
+    // through a pointer, so the caller's checks do not reach the optimizer).
+    if dvp == 0 {
+        return;
+    }
+    for (r, (acc_row, &a)) in acc.chunks_exact_mut(dvp).zip(alpha).enumerate() {
+        scale(acc_row, a);
         for (j, p_row) in p.chunks_exact(ROWS).enumerate() {
-            if let Some(v_row) = v.get(j * vs..j * vs + dvp) {
-                axpy(p_row[r], v_row, acc_row);
+            if let (Some(&w), Some(v_row)) = (p_row.get(r), v.get(j * vs..j * vs + dvp)) {
+                axpy(w, v_row, acc_row);
             }
         }
     }

@@ -429,8 +429,11 @@ fn attend_row<E: Element>(
 #[inline(always)]
 fn accumulate<E: Element>(weights: &[f32], v_tile: &[E], dv: usize, acc: &mut [f32]) {
     if !E::pv_row(weights, v_tile, dv, acc) {
-        for (&w, v_row) in weights.iter().zip(v_tile.chunks_exact(dv)) {
-            E::axpy(w, v_row, acc);
+        // Rows through `get`: no chunking by a size the optimizer cannot see is non-zero.
+        for (j, &w) in weights.iter().enumerate() {
+            if let Some(v_row) = v_tile.get(j * dv..(j + 1) * dv) {
+                E::axpy(w, v_row, acc);
+            }
         }
     }
 }
@@ -496,10 +499,13 @@ impl<E: Element> RowKeys<'_, '_, E> {
         } = *self;
         let d = q_row.len();
         // Never zero after validation (products of validated lengths); checked once so that
-        // no division or chunking can panic.
+        // no division or chunking can panic. (One test per value: the optimizer keeps what
+        // each says, through a combined `||` it may not.)
         let (k_step, v_step) = (ROW_TILE * d, ROW_TILE * dv);
-        if d == 0 || dv == 0 || k_step == 0 || v_step == 0 {
-            return;
+        for n in [d, dv, k_step, v_step] {
+            if n == 0 {
+                return;
+            }
         }
         let lk = k_h.len() / d;
         let position = params.mask.position(row);

@@ -176,7 +176,11 @@ pub fn decoder_layer<E: Element>(
     let (self_params, cross_params) = (&config.self_attention, &config.cross_attention);
     let eps = config.eps;
     if config.norm_first {
-        let (normed, attended) = buffer.split_at_mut(n);
+        // `buffer` holds `2n` (taken above); checked so that the split cannot panic.
+        let found = buffer.len();
+        let (normed, attended) = buffer
+            .split_at_mut_checked(n)
+            .ok_or(Error::ScratchTooSmall { needed: n, found })?;
         layer_norm(tgt, n1.weight, n1.bias, normed, e, eps)?;
         mha_typed(
             normed,

@@ -210,6 +210,10 @@ pub(super) fn ffn_sublayer<E: Element>(
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     let (e, eps) = (shape.dim, config.eps);
+    // Never 0 from the layers (validated); checked so that the chunking cannot panic.
+    if e == 0 {
+        return Err(Error::ZeroDimension);
+    }
     match residual {
         None => ffn_rows(x, weights, config.activation, shape, scratch, |row, y| {
             add_layer_norm(row, y, norm.weight, norm.bias, e, eps)

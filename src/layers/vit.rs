@@ -168,10 +168,24 @@ pub fn patch_embed<E: Element>(
             found: scratch.len(),
         });
     }
-    let (flat, rest) = scratch.split_at_mut(patch_len);
-    let row = &mut rest[..e];
+    // The checks above make every access below in bounds; the checked forms (and counters
+    // instead of divisions) only keep panics out of the code.
+    let short = Error::ScratchTooSmall {
+        needed,
+        found: scratch.len(),
+    };
+    let (flat, rest) = scratch.split_at_mut_checked(patch_len).ok_or(short)?;
+    let row = rest.get_mut(..e).ok_or(short)?;
+    if p == 0 || e == 0 {
+        return Err(Error::ZeroDimension);
+    }
 
-    let pos = |r: usize, k: usize| weights.pos_embed.map_or(0.0, |pe| pe[r * e + k].to_f32());
+    let pos = |r: usize, k: usize| {
+        weights
+            .pos_embed
+            .and_then(|pe| pe.get(r * e + k))
+            .map_or(0.0, |v| v.to_f32())
+    };
     let mut out_rows = tokens.chunks_exact_mut(e);
     if let Some(cls) = weights.cls_token {
         if let Some(out) = out_rows.next() {
@@ -180,14 +194,23 @@ pub fn patch_embed<E: Element>(
             }
         }
     }
+    // Patch (gy, gx) of the grid, row by row.
+    let (mut gy, mut gx) = (0, 0);
     for (index, out) in out_rows.enumerate() {
-        let (gy, gx) = (index / grid_w, index % grid_w);
         // Gather the patch in (channel, row, column) order: P contiguous pixels at a time.
-        for (segment, dst) in flat.chunks_exact_mut(p).enumerate() {
-            let (ch, dy) = (segment / p, segment % p);
+        let (mut ch, mut dy) = (0, 0);
+        for dst in flat.chunks_exact_mut(p) {
             let start = (ch * height + gy * p + dy) * width + gx * p;
-            for (d, &v) in dst.iter_mut().zip(&image[start..start + p]) {
+            let src = image.get(start..start + p).ok_or(Error::LengthMismatch {
+                expected: start + p,
+                found: image.len(),
+            })?;
+            for (d, &v) in dst.iter_mut().zip(src) {
                 *d = v.to_f32();
+            }
+            dy += 1;
+            if dy == p {
+                (ch, dy) = (ch + 1, 0);
             }
         }
         linear_mixed(
@@ -200,6 +223,10 @@ pub fn patch_embed<E: Element>(
         // The position embedding is added in f32 so the token is rounded once.
         for (k, (o, &v)) in out.iter_mut().zip(row.iter()).enumerate() {
             *o = E::from_f32(v + pos(first + index, k));
+        }
+        gx += 1;
+        if gx == grid_w {
+            (gy, gx) = (gy + 1, 0);
         }
     }
     Ok(())
