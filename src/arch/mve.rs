@@ -14,6 +14,7 @@
 
 use super::scalar;
 use core::arch::asm;
+use core::mem::MaybeUninit;
 
 /// `out[j] = Σ_i q_i · keys[j·stride + i]` (wrapping), as [`scalar::dot_i8_keys`].
 ///
@@ -294,8 +295,10 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
         pv_rows(w, v.as_ptr(), stride, acc);
         return;
     }
-    let mut offsets = [0u16; PASS_KEYS];
-    let mut weights = [0i16; PASS_KEYS];
+    // Every lane of both buffers is written before it is read (see `narrow`, `row_offsets`):
+    // no clearing of 128 bytes per call.
+    let mut offsets = MaybeUninit::<[u16; PASS_KEYS]>::uninit();
+    let mut weights = MaybeUninit::<[i16; PASS_KEYS]>::uninit();
     let mut offsets_for = 0;
     let (body, tail) = acc.split_at_mut(groups * 4);
     for (pass, wp) in w.chunks(PASS_KEYS).enumerate() {
@@ -308,7 +311,13 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
                 row_offsets(m, stride, &mut offsets);
                 offsets_for = m;
             }
-            gather_pass(&weights, &offsets, rows, body.as_mut_ptr(), groups);
+            gather_pass(
+                weights.as_ptr().cast(),
+                offsets.as_ptr().cast(),
+                rows,
+                body.as_mut_ptr(),
+                groups,
+            );
         }
         if !tail.is_empty() {
             // The last one to three columns.
@@ -323,22 +332,28 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
     }
 }
 
-/// Narrows `w` (at most [`PASS_KEYS`] weights) into `out` (zeros after `w.len()`) when every
-/// weight is within `±(2^15 - 1)`; returns whether it did.
+/// Narrows `w` (1 to [`PASS_KEYS`] weights) into all of `out` (zeros after `w.len()`) when
+/// every weight is within `±(2^15 - 1)`; returns whether it did (`out` is then initialized).
 #[inline(always)]
-fn narrow(w: &[i32], out: &mut [i16; PASS_KEYS]) -> bool {
+fn narrow(w: &[i32], out: &mut MaybeUninit<[i16; PASS_KEYS]>) -> bool {
     let m = w.len().min(PASS_KEYS);
-    if m < PASS_KEYS {
-        *out = [0; PASS_KEYS];
-    }
     if m == 0 {
-        return true;
+        return false;
     }
     let mut max_abs = 0u32;
-    // SAFETY: `m` (at most PASS_KEYS) weights are read from `w` and their low halves written to
-    // `out` (PASS_KEYS halfwords); the tail-predicated loop touches only the first `m` lanes.
+    // SAFETY: `m` (1 to PASS_KEYS) weights are read from `w`; `out` (PASS_KEYS halfwords) is
+    // cleared when `m < PASS_KEYS`, then the tail-predicated loop writes the low halves of
+    // the first `m` weights (inactive lanes of the last iteration are not accessed).
     unsafe {
         asm!(
+            "cmp {m}, #{full}",
+            "beq 3f",
+            "vmov.i32 q0, #0",
+            "vstrw.32 q0, [{out}]",
+            "vstrw.32 q0, [{out}, #16]",
+            "vstrw.32 q0, [{out}, #32]",
+            "vstrw.32 q0, [{out}, #48]",
+            "3:",
             "dlstp.32 lr, {m}",
             "2:",
             "vldrw.u32 q0, [{w}], #16",
@@ -347,6 +362,7 @@ fn narrow(w: &[i32], out: &mut [i16; PASS_KEYS]) -> bool {
             "vstrh.32 q0, [{out}], #8",
             "letp lr, 2b",
             m = in(reg) m,
+            full = const PASS_KEYS,
             w = inout(reg) w.as_ptr() => _,
             out = inout(reg) out.as_mut_ptr() => _,
             max = inout(reg) max_abs,
@@ -359,33 +375,42 @@ fn narrow(w: &[i32], out: &mut [i16; PASS_KEYS]) -> bool {
     max_abs <= i16::MAX as u32
 }
 
-/// `out[j] = j · stride` for `j < m`, 0 after (a row of the pass that does not exist is read
-/// at offset 0, in bounds, with a weight of 0). `31 · stride` fits 16 bits.
+/// `out[j] = min(j, m - 1) · stride` for every `j < PASS_KEYS` (`1 <= m`): a row past the
+/// pass's last one is read again at the last row's offset (in bounds) with a weight of 0.
+/// `31 · stride` fits 16 bits.
 #[inline(always)]
-fn row_offsets(m: usize, stride: usize, out: &mut [u16; PASS_KEYS]) {
-    let m = m.min(PASS_KEYS);
-    *out = [0; PASS_KEYS];
-    if m == 0 {
-        return;
-    }
-    // SAFETY: the tail-predicated loop writes the first `m` halfwords of `out`.
+fn row_offsets(m: usize, stride: usize, out: &mut MaybeUninit<[u16; PASS_KEYS]>) {
+    let last = m.clamp(1, PASS_KEYS) - 1;
+    // SAFETY: four 8-halfword stores fill the PASS_KEYS halfwords of `out`.
     unsafe {
         asm!(
             "movs r0, #0",
-            "dlstp.16 lr, {m}",
-            "2:",
+            "vdup.16 q1, {last}",
             "vidup.u16 q0, r0, #1",
+            "vmin.u16 q0, q0, q1",
             "vmul.i16 q0, q0, {stride}",
-            "vstrh.16 q0, [{out}], #16",
-            "letp lr, 2b",
-            m = in(reg) m,
+            "vstrh.16 q0, [{out}]",
+            "vidup.u16 q0, r0, #1",
+            "vmin.u16 q0, q0, q1",
+            "vmul.i16 q0, q0, {stride}",
+            "vstrh.16 q0, [{out}, #16]",
+            "vidup.u16 q0, r0, #1",
+            "vmin.u16 q0, q0, q1",
+            "vmul.i16 q0, q0, {stride}",
+            "vstrh.16 q0, [{out}, #32]",
+            "vidup.u16 q0, r0, #1",
+            "vmin.u16 q0, q0, q1",
+            "vmul.i16 q0, q0, {stride}",
+            "vstrh.16 q0, [{out}, #48]",
+            last = in(reg) last,
             stride = in(reg) stride,
-            out = inout(reg) out.as_mut_ptr() => _,
+            out = in(reg) out.as_mut_ptr(),
             // VIDUP takes an even register.
             out("r0") _,
-            out("lr") _,
             out("d0") _,
             out("d1") _,
+            out("d2") _,
+            out("d3") _,
             options(nostack),
         );
     }
@@ -425,12 +450,13 @@ macro_rules! gather_block {
 /// four blocks of eight keys (one offset load, four gathers, four `VMLADAVA.S16` each).
 ///
 /// # Safety
-/// `acc` holds `4 · groups` `i32`s (4-byte aligned), `groups >= 1`; every row at an offset of
-/// `offsets` is readable for `4 · groups` bytes from `rows`.
+/// `weights` and `offsets` point to [`PASS_KEYS`] initialized halfwords each; `acc` holds
+/// `4 · groups` `i32`s (4-byte aligned), `groups >= 1`; every row at an offset of `offsets`
+/// is readable for `4 · groups` bytes from `rows`.
 #[inline(always)]
 unsafe fn gather_pass(
-    weights: &[i16; PASS_KEYS],
-    offsets: &[u16; PASS_KEYS],
+    weights: *const i16,
+    offsets: *const u16,
     rows: *const i8,
     acc: *mut i32,
     groups: usize,
@@ -460,10 +486,10 @@ unsafe fn gather_pass(
         "le lr, 2b",
         b0 = inout(reg) rows => _,
         // The weights' address, then the second column's base.
-        b1 = inout(reg) weights.as_ptr() => _,
+        b1 = inout(reg) weights => _,
         b2 = out(reg) _,
         b3 = out(reg) _,
-        off = in(reg) offsets.as_ptr(),
+        off = in(reg) offsets,
         acc = inout(reg) acc => _,
         inout("lr") groups => _,
         out("r0") _,
