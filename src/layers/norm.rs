@@ -443,7 +443,9 @@ pub fn rms_norm_in_place<E: Element, W: Element>(
     validate(x.len(), weight, None, dim, eps)?;
     for row in x.chunks_exact_mut(dim) {
         let norm = row_rms(dim, row, eps);
-        normalize_in_place::<false, _>(row, norm, |n, i| affine(n, i, weight, None));
+        normalize_in_place::<false, _>(row, norm, |n, i| {
+            n * weight.get(i).map_or(1.0, |w| w.to_f32())
+        });
     }
     Ok(())
 }
