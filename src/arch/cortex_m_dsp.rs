@@ -111,6 +111,84 @@ unsafe fn dot2(qp: *const u32, k0: *const i8, k1: *const i8, words: usize) -> (i
     (acc0, acc1)
 }
 
+/// One word (4 bytes) of three keys against one word of the unpacked query.
+macro_rules! dot3_word {
+    () => {
+        concat!(
+            "ldrd {qe}, {qo}, [{qp}], #8\n",
+            "ldr {a}, [{k0}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {acc0}, {qe}, {t}, {acc0}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {acc0}, {qo}, {a}, {acc0}\n",
+            "ldr {a}, [{k1}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {acc1}, {qe}, {t}, {acc1}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {acc1}, {qo}, {a}, {acc1}\n",
+            "ldr {a}, [{k2}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {acc2}, {qe}, {t}, {acc2}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {acc2}, {qo}, {a}, {acc2}\n",
+        )
+    };
+}
+
+/// Dot products of the unpacked query `qp` (`words` words of query bytes) with three keys
+/// `stride` bytes apart: an odd word first, then two words per iteration (per word and
+/// three keys: one `LDRD`, three `LDR`, six `SXTB16`, six `SMLAD`).
+///
+/// # Safety
+/// `qp` holds `2 · words` `u32`s; the keys at `k0`, `k0 + stride`, `k0 + 2 · stride` are
+/// readable for `4 · words` bytes; `words >= 1`.
+#[inline(always)]
+unsafe fn dot3(qp: *const u32, k0: *const i8, stride: usize, words: usize) -> [i32; 3] {
+    let (mut acc0, mut acc1, mut acc2) = (0i32, 0i32, 0i32);
+    let (mut qp, mut k0, mut k1, mut k2) = (qp, k0, k0.add(stride), k0.add(2 * stride));
+    if words & 1 == 1 {
+        asm!(
+            dot3_word!(),
+            qp = inout(reg) qp,
+            k0 = inout(reg) k0,
+            k1 = inout(reg) k1,
+            k2 = inout(reg) k2,
+            acc0 = inout(reg) acc0,
+            acc1 = inout(reg) acc1,
+            acc2 = inout(reg) acc2,
+            qe = out(reg) _,
+            qo = out(reg) _,
+            a = out(reg) _,
+            t = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    let pairs = words >> 1;
+    if pairs > 0 {
+        asm!(
+            "2:",
+            dot3_word!(),
+            dot3_word!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            n = inout(reg) pairs => _,
+            qp = inout(reg) qp => _,
+            k0 = inout(reg) k0 => _,
+            k1 = inout(reg) k1 => _,
+            k2 = inout(reg) k2 => _,
+            acc0 = inout(reg) acc0,
+            acc1 = inout(reg) acc1,
+            acc2 = inout(reg) acc2,
+            qe = out(reg) _,
+            qo = out(reg) _,
+            a = out(reg) _,
+            t = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    [acc0, acc1, acc2]
+}
+
 /// Dot product of the unpacked query `qp` (`words` words) with one key.
 ///
 /// # Safety
@@ -158,41 +236,48 @@ pub(super) unsafe fn dot_i8_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut
     // survives (targets/no-panic).
     let q_tail = q.chunks_exact(4).remainder();
     let body = q.len() - q_tail.len();
-    let mut pairs = [0u32; Q_CHUNK / 2];
+    // Only the words unpacked for the chunk are read.
+    let mut pairs = core::mem::MaybeUninit::<[u32; Q_CHUNK / 2]>::uninit();
     let mut first = true;
     for (chunk, q_chunk) in q.chunks(Q_CHUNK).enumerate() {
         let words = q_chunk.len() / 4;
         if words == 0 {
             break;
         }
-        unpack_query(q_chunk.as_ptr(), pairs.as_mut_ptr(), words);
-        let qp = pairs.as_ptr();
+        unpack_query(q_chunk.as_ptr(), pairs.as_mut_ptr().cast(), words);
+        let qp = pairs.as_ptr().cast::<u32>();
         let mut k = keys.as_ptr().add(chunk * Q_CHUNK);
-        let step = 2 * stride;
-        let mut outs = out.chunks_exact_mut(2);
-        if first {
-            // The first chunk writes, later ones add.
-            for two in &mut outs {
-                if let [o0, o1] = two {
-                    (*o0, *o1) = dot2(qp, k, k.add(stride), words);
+        let mut outs = out.chunks_exact_mut(3);
+        for three in &mut outs {
+            if let [o0, o1, o2] = three {
+                let [s0, s1, s2] = dot3(qp, k, stride, words);
+                if first {
+                    // The first chunk writes, later ones add.
+                    (*o0, *o1, *o2) = (s0, s1, s2);
+                } else {
+                    *o0 = o0.wrapping_add(s0);
+                    *o1 = o1.wrapping_add(s1);
+                    *o2 = o2.wrapping_add(s2);
                 }
-                k = k.add(step);
             }
-            if let [o] = outs.into_remainder() {
-                *o = dot1(qp, k, words);
-            }
-        } else {
-            for two in &mut outs {
-                if let [o0, o1] = two {
-                    let (s0, s1) = dot2(qp, k, k.add(stride), words);
+            // Past the last key this pointer is never read (wrapping: it may leave `keys`).
+            k = k.wrapping_add(3 * stride);
+        }
+        match outs.into_remainder() {
+            [o0, o1] => {
+                let (s0, s1) = dot2(qp, k, k.add(stride), words);
+                if first {
+                    (*o0, *o1) = (s0, s1);
+                } else {
                     *o0 = o0.wrapping_add(s0);
                     *o1 = o1.wrapping_add(s1);
                 }
-                k = k.add(step);
             }
-            if let [o] = outs.into_remainder() {
-                *o = o.wrapping_add(dot1(qp, k, words));
+            [o] => {
+                let s = dot1(qp, k, words);
+                *o = if first { s } else { o.wrapping_add(s) };
             }
+            _ => {}
         }
         first = false;
     }

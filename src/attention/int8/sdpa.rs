@@ -14,7 +14,7 @@ use crate::arch;
 use crate::attention::{AttentionShape, Score, TILE};
 use crate::error::{check_len, Error};
 use crate::mask::Mask;
-use crate::quant::FixedMultiplier;
+use crate::quant::{round_shift, saturate_i8, FixedMultiplier};
 
 /// Value columns of one i32 `P·V` partial sum (a stack array of this many `i32`s).
 const PV_COLUMNS: usize = 64;
@@ -464,5 +464,53 @@ fn attend_row(
         }
     }
     flush(acc, &mut parts, &mut pending);
-    normalize_row(acc, softmax.sum(), params.out, out_row);
+    normalize_row_fast(acc, softmax.sum(), params.out, out_row);
+}
+
+/// [`normalize_row`] with the same bits, faster in the common case: when the sum has at most
+/// 24 significant bits (so [`normalize_row`] shifts left, never rounds) and every shifted
+/// accumulator fits an `i32`, each column is one 32×32→64-bit product and a rounding shift
+/// (`saturating_mul` cannot saturate: `|x · mr| < 2^31 · 2^31`). Otherwise, or for an unusual
+/// output multiplier, it calls [`normalize_row`].
+fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, out: &mut [i8]) {
+    let bits = 64 - sum.leading_zeros() as i32;
+    let up = 24 - bits;
+    let n = 54 - out_multiplier.shift();
+    if sum <= 0 || !(0..=24).contains(&up) || !(1..=62).contains(&n) {
+        return normalize_row(acc, sum, out_multiplier, out);
+    }
+    // As in normalize_row: sum' = sum · 2^up, inv ≈ 2^54 / sum', mr = inv · multiplier / 2^31.
+    let sum = sum << up;
+    let inv = div_2_54_rounded(sum as u32) as i64;
+    let mr = round_shift(inv * out_multiplier.multiplier() as i64, 31);
+    let Ok(mr) = i32::try_from(mr) else {
+        return normalize_row(acc, sum >> up, out_multiplier, out);
+    };
+    for (o, &a) in out.iter_mut().zip(acc) {
+        let Ok(x) = i32::try_from(a << up) else {
+            return normalize_row(acc, sum >> up, out_multiplier, out);
+        };
+        if (x as i64) >> up != a {
+            return normalize_row(acc, sum >> up, out_multiplier, out);
+        }
+        *o = saturate_i8(round_shift(x as i64 * mr as i64, n as u32));
+    }
+}
+
+/// `(2^54 + d / 2) / d` (truncated) for `d` in `[2^23, 2^24)`, with 32-bit divisions: the
+/// numerator's top 31 bits (`2^30`), then its low 24 bits (`d / 2`) a byte at a time; every
+/// partial remainder is below `d < 2^24`, so each step's dividend fits a `u32`.
+fn div_2_54_rounded(d: u32) -> u32 {
+    let Some(d) = core::num::NonZeroU32::new(d) else {
+        return 0;
+    };
+    let low = d.get() / 2;
+    let mut q = (1u32 << 30) / d;
+    let mut r = (1u32 << 30) % d;
+    for byte in [low >> 16, (low >> 8) & 0xff, low & 0xff] {
+        let cur = (r << 8) | byte;
+        q = (q << 8) | (cur / d);
+        r = cur % d;
+    }
+    q
 }
