@@ -380,6 +380,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "long sweep: too slow under Miri")]
     fn every_term_matches_its_definition() {
         let globals = [0usize, 17, 5];
         let random = [(3usize, 6usize), (5, 1), (0, 7)];
@@ -451,6 +452,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "long sweep: too slow under Miri")]
     fn window_visits_only_its_keys() {
         let terms = [MaskTerm::Sliding { left: 31, right: 0 }];
         let mask = Mask::new(&terms);

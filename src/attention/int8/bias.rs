@@ -247,6 +247,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "long sweep: too slow under Miri")]
     fn t5_buckets_match_the_float_formula() {
         for (bidirectional, num_buckets, max_distance) in [
             (true, 32, 128),
