@@ -309,3 +309,142 @@ pub(crate) fn normalize_row(acc: &[i64], s: i32, mr: i64, n: u32, out: &mut [i8]
     }
     bad == 0
 }
+
+/// `acc[c] + parts[c]` (an i64 plus a sign-extended i32) in two-word lanes: the accumulators
+/// de-interleaved into q0 (low words) and q1 (high words), the partial sums from `[{parts}]`
+/// (cleared behind); the sum's low words land in q3, its high words in q1.
+macro_rules! add_parts {
+    () => {
+        concat!(
+            "vld20.32 {{q0, q1}}, [{acc}]\n",
+            "vld21.32 {{q0, q1}}, [{acc}]\n",
+            "vldrw.u32 q2, [{parts}]\n",
+            "vstrw.32 q6, [{parts}], #16\n",
+            "vadd.i32 q3, q0, q2\n",
+            "vshr.s32 q2, q2, #31\n",
+            "vadd.i32 q1, q1, q2\n",
+            // The carry of the low words: the sum is below the accumulator's low word.
+            "vpt.u32 hi, q0, q3\n",
+            "vaddt.i32 q1, q1, {one}\n",
+        )
+    };
+}
+
+/// The column count `acc` and `parts` share for [`flush`] and [`flush_rescale`] (a non-zero
+/// multiple of 4), if any.
+fn paired_columns(acc: &[i64], parts: &[i32]) -> Option<usize> {
+    let cols = acc.len();
+    (cols > 0 && cols % 4 == 0 && parts.len() >= cols).then_some(cols)
+}
+
+/// The int8 SDPA's flush of its `i32` partial sums into the `i64` accumulators
+/// (`acc[c] += parts[c] as i64; parts[c] = 0` for `c < acc.len()`), four columns per
+/// iteration. Returns `false` (nothing done) unless the column count is a non-zero multiple
+/// of 4 and `parts` has that many elements.
+pub(crate) fn flush(acc: &mut [i64], parts: &mut [i32]) -> bool {
+    let Some(cols) = paired_columns(acc, parts) else {
+        return false;
+    };
+    // SAFETY: `cols / 4` iterations read and write 4 accumulators (32 bytes, 8-byte aligned)
+    // and 4 partial sums each, all within `acc` and `parts` (`parts.len() >= cols`).
+    unsafe {
+        asm!(
+            "vmov.i32 q6, #0",
+            "dls lr, lr",
+            "2:",
+            add_parts!(),
+            "vmov q0, q3",
+            "vst20.32 {{q0, q1}}, [{acc}]",
+            "vst21.32 {{q0, q1}}, [{acc}]!",
+            "le lr, 2b",
+            acc = inout(reg) acc.as_mut_ptr() => _,
+            parts = inout(reg) parts.as_mut_ptr() => _,
+            one = in(reg) 1u32,
+            inout("lr") cols / 4 => _,
+            out("d0") _,
+            out("d1") _,
+            out("d2") _,
+            out("d3") _,
+            out("d4") _,
+            out("d5") _,
+            out("d6") _,
+            out("d7") _,
+            out("d8") _,
+            out("d9") _,
+            out("d10") _,
+            out("d11") _,
+            out("d12") _,
+            out("d13") _,
+            options(nostack),
+        );
+    }
+    true
+}
+
+/// [`flush`], then the rescale of every accumulator by a Q15 `factor` in `0..=2^15`:
+/// `acc[c] = round(acc[c] · factor / 2^15)` (half away from zero, as the scalar `rescale`:
+/// `(p + 2^14 - [p < 0]) >> 15` on the two-word product). Exact while the products fit an
+/// i64 (the SDPA's accumulators stay below `2^46`). Returns `false` (nothing done) when
+/// [`flush`] would, or for a factor out of range.
+pub(crate) fn flush_rescale(acc: &mut [i64], parts: &mut [i32], factor: i64) -> bool {
+    let Some(cols) = paired_columns(acc, parts) else {
+        return false;
+    };
+    if !(0..=1 << 15).contains(&factor) {
+        return false;
+    }
+    let f = factor as u32;
+    // SAFETY: as in `flush`.
+    unsafe {
+        asm!(
+            "vdup.32 q7, {f}",
+            "vmov.i32 q6, #0",
+            "dls lr, lr",
+            "2:",
+            add_parts!(),
+            // p = x · f: low word lo·f, high word hi·f + hi32(lo·f).
+            "vmulh.u32 q0, q3, q7",
+            "vmul.i32 q3, q3, {f}",
+            "vmul.i32 q1, q1, {f}",
+            "vadd.i32 q1, q1, q0",
+            // + 2^14 - [p < 0], with the carry into the high word.
+            "vshr.s32 q2, q1, #31",
+            "vadd.i32 q2, q2, {half}",
+            "vadd.i32 q0, q3, q2",
+            "vpt.u32 hi, q2, q0",
+            "vaddt.i32 q1, q1, {one}",
+            // >> 15 over both words.
+            "vshr.u32 q0, q0, #15",
+            "vshl.i32 q2, q1, #17",
+            "vorr q0, q0, q2",
+            "vshr.s32 q1, q1, #15",
+            "vst20.32 {{q0, q1}}, [{acc}]",
+            "vst21.32 {{q0, q1}}, [{acc}]!",
+            "le lr, 2b",
+            acc = inout(reg) acc.as_mut_ptr() => _,
+            parts = inout(reg) parts.as_mut_ptr() => _,
+            f = in(reg) f,
+            half = in(reg) 1u32 << 14,
+            one = in(reg) 1u32,
+            inout("lr") cols / 4 => _,
+            out("d0") _,
+            out("d1") _,
+            out("d2") _,
+            out("d3") _,
+            out("d4") _,
+            out("d5") _,
+            out("d6") _,
+            out("d7") _,
+            out("d8") _,
+            out("d9") _,
+            out("d10") _,
+            out("d11") _,
+            out("d12") _,
+            out("d13") _,
+            out("d14") _,
+            out("d15") _,
+            options(nostack),
+        );
+    }
+    true
+}
