@@ -261,7 +261,7 @@ impl Call<'_, '_> {
                 continue;
             };
             self.backend.scale(acc_row, inv);
-            *bad = !acc_row.iter().fold(true, |all, a| all & a.is_finite());
+            *bad = !super::all_finite(acc_row);
             E::narrow(acc_row, out_row);
         }
         Some(overflowed)
