@@ -104,7 +104,7 @@ fn scaled_inverse_sqrt(v: f32, eps: f32, scale: f32) -> f32 {
 /// scaled by a power of two: `scaled(s)` yields the values times `s`, `max_part` is the
 /// largest magnitude of the parts those values are sums of (each part is scaled before the
 /// parts are added, so the scaled values are at most 4 in magnitude).
-#[inline]
+#[inline(always)]
 fn layer_norm_stats<I, F, J>(
     dim: usize,
     row: I,
@@ -119,16 +119,14 @@ where
 {
     let n = dim as f32;
     let mean = row.clone().sum::<f32>() / n;
-    let var = if mean.is_finite() {
-        row.map(|v| {
+    // A non-finite mean makes the variance non-finite too: the rescaled path takes it.
+    let var = row
+        .map(|v| {
             let d = v - mean;
             d * d
         })
         .sum::<f32>()
-            / n
-    } else {
-        f32::INFINITY
-    };
+        / n;
     if plain_ok(var, eps) {
         return RowNorm {
             scale: None,
@@ -146,9 +144,9 @@ where
 /// [`layer_norm_stats`] of the values scaled by the power of two that brings `max_part` to
 /// `[1, 2)`: the sums cannot overflow (the values are at most 4 in magnitude) and the
 /// squares of any deviation that matters do not underflow. `None` for a row of zeros or of
-/// non-finite values (nothing to rescale).
-#[cold]
-#[inline(never)]
+/// non-finite values (nothing to rescale). Inlined, although rare: as a call in the row loop
+/// it made every row of 64 features about 4% slower (measured on x86_64).
+#[inline(always)]
 fn scaled_layer_norm_stats<F, J>(dim: usize, eps: f32, max_part: f32, scaled: F) -> Option<RowNorm>
 where
     F: Fn(f32) -> J,
@@ -176,7 +174,7 @@ where
 
 /// `1 / rms` of a row for RMSNorm (the row is `x · scale` normalized by `inv`; `shift` is 0),
 /// rescaled as [`layer_norm_stats`] when the mean square overflows or underflows.
-#[inline]
+#[inline(always)]
 fn rms_stats<I, F, J>(
     dim: usize,
     row: I,
@@ -201,9 +199,8 @@ where
     scaled_rms_stats(dim, eps, max_part(), scaled).unwrap_or(plain)
 }
 
-/// [`rms_stats`] of the values scaled as in [`scaled_layer_norm_stats`].
-#[cold]
-#[inline(never)]
+/// [`rms_stats`] of the values scaled as in [`scaled_layer_norm_stats`] (inlined likewise).
+#[inline(always)]
 fn scaled_rms_stats<F, J>(dim: usize, eps: f32, max_part: f32, scaled: F) -> Option<RowNorm>
 where
     F: Fn(f32) -> J,
@@ -227,7 +224,7 @@ fn max_abs<E: Element>(row: &[E]) -> f32 {
 }
 
 /// The LayerNorm statistics of the stored row `row`.
-#[inline]
+#[inline(always)]
 fn row_layer_norm<E: Element>(dim: usize, row: &[E], eps: f32) -> RowNorm {
     layer_norm_stats(
         dim,
@@ -239,7 +236,7 @@ fn row_layer_norm<E: Element>(dim: usize, row: &[E], eps: f32) -> RowNorm {
 }
 
 /// The RMSNorm statistics of the stored row `row`.
-#[inline]
+#[inline(always)]
 fn row_rms<E: Element>(dim: usize, row: &[E], eps: f32) -> RowNorm {
     rms_stats(
         dim,
@@ -267,7 +264,7 @@ fn normalized<const CENTER: bool>(x: f32, scale: Option<f32>, shift: f32, inv: f
 
 /// Writes `f(normalized x[i], i)` to every element `i` of `y_row`. (Two loops, so that the
 /// common unscaled form has no extra multiplication.)
-#[inline]
+#[inline(always)]
 fn write_normalized<const CENTER: bool, E: Element, X: Element>(
     y_row: &mut [E],
     x_row: &[X],
