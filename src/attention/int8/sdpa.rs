@@ -259,12 +259,24 @@ fn run(
     // and none is 0 (the `max(1)` only spares the optimizer a panic path).
     let (k_len, v_len) = ((lk * d).max(1), (lk * dv).max(1));
     let (q_len, out_len) = ((lq * d).max(1), (lq * dv).max(1));
+    // The query and output heads of one key/value head, group by group (lengths of slices
+    // that exist: the checked products never fail).
+    let (Some(q_group_len), Some(out_group_len)) =
+        (q_len.checked_mul(group), out_len.checked_mul(group))
+    else {
+        return;
+    };
     let k_heads = k.chunks_exact(k_len);
     let v_heads = v.chunks_exact(v_len);
-    for (kvh, (k_h, v_h)) in k_heads.zip(v_heads).enumerate() {
-        let q_group = q.chunks_exact(q_len).skip(kvh * group).take(group);
-        let out_group = out.chunks_exact_mut(out_len).skip(kvh * group).take(group);
-        for (g, (q_h, out_h)) in q_group.zip(out_group).enumerate() {
+    let q_groups = q.chunks_exact(q_group_len.max(1));
+    let out_groups = out.chunks_exact_mut(out_group_len.max(1));
+    for (kvh, ((k_h, v_h), (q_g, out_g))) in k_heads
+        .zip(v_heads)
+        .zip(q_groups.zip(out_groups))
+        .enumerate()
+    {
+        let heads_of_group = q_g.chunks_exact(q_len).zip(out_g.chunks_exact_mut(out_len));
+        for (g, (q_h, out_h)) in heads_of_group.enumerate() {
             let h = kvh * group + g;
             for (i, (q_row, out_row)) in q_h
                 .chunks_exact(d)
@@ -340,6 +352,28 @@ impl DiffScale {
     }
 }
 
+/// The dot-score, no-bias tile: turns the raw dot products in `w` into Q15 weights
+/// `2^-round(m·(max - s))` against the running maximum (folded in first), adds them to the
+/// row's sum and returns the rescale factor of what was accumulated before. Its own function
+/// (not inlined) so that its loops keep everything in registers.
+#[inline(never)]
+fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale) -> i64 {
+    let tile_max = w.iter().copied().max().unwrap_or(0);
+    let (factor, max) = softmax.fold_max(tile_max as i64, |x| {
+        ds.t(u32::try_from(x).unwrap_or(u32::MAX)) as u64
+    });
+    let max = max as i32;
+    // At most TILE · 2^15: no overflow.
+    let mut sum = 0u32;
+    for x in w.iter_mut() {
+        let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
+        sum += weight;
+        *x = weight as i32;
+    }
+    softmax.add(sum as i64);
+    factor
+}
+
 /// One query row of one head: integer logits tile by tile, online integer softmax with Q15
 /// weights, `P·V` in `i32` per tile added to `i64` accumulators, then normalization and
 /// requantization into `out_row`.
@@ -392,22 +426,7 @@ fn attend_row(
             };
             let raw_ok = dot_logit.is_some() && arch::dot_i8_keys(q_row, keys, d, w).is_ok();
             let factor = match (dot_logit, diff_scale) {
-                (Some(_), Some(ds)) if raw_ok && no_bias => {
-                    let tile_max = w.iter().copied().max().unwrap_or(0);
-                    let (factor, max) = softmax.fold_max(tile_max as i64, |x| {
-                        ds.t(u32::try_from(x).unwrap_or(u32::MAX)) as u64
-                    });
-                    let max = max as i32;
-                    // At most TILE · 2^15: no overflow.
-                    let mut sum = 0u32;
-                    for x in w.iter_mut() {
-                        let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
-                        sum += weight;
-                        *x = weight as i32;
-                    }
-                    softmax.add(sum as i64);
-                    factor
-                }
+                (Some(_), Some(ds)) if raw_ok && no_bias => dot_tile_weights(w, &mut softmax, ds),
                 _ => {
                     match dot_logit {
                         Some(m) if raw_ok => {
@@ -471,7 +490,9 @@ fn attend_row(
 /// 24 significant bits (so [`normalize_row`] shifts left, never rounds) and every shifted
 /// accumulator fits an `i32`, each column is one 32×32→64-bit product and a rounding shift
 /// (`saturating_mul` cannot saturate: `|x · mr| < 2^31 · 2^31`). Otherwise, or for an unusual
-/// output multiplier, it calls [`normalize_row`].
+/// output multiplier, it calls [`normalize_row`]. Not inlined: its loop keeps its values in
+/// registers.
+#[inline(never)]
 fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, out: &mut [i8]) {
     let bits = 64 - sum.leading_zeros() as i32;
     let up = 24 - bits;
@@ -486,14 +507,24 @@ fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, ou
     let Ok(mr) = i32::try_from(mr) else {
         return normalize_row(acc, sum >> up, out_multiplier, out);
     };
+    // round_shift(p, n) for n >= 32 as 32-bit work: the magnitude's high word after adding
+    // the half, shifted by n - 32.
+    if n < 32 {
+        return normalize_row(acc, sum >> up, out_multiplier, out);
+    }
+    let (half, n_hi) = (1u64 << (n - 1), (n - 32) as u32);
     for (o, &a) in out.iter_mut().zip(acc) {
-        let Ok(x) = i32::try_from(a << up) else {
+        let Ok(a) = i32::try_from(a) else {
             return normalize_row(acc, sum >> up, out_multiplier, out);
         };
-        if (x as i64) >> up != a {
+        let x = a << up;
+        if x >> up != a {
             return normalize_row(acc, sum >> up, out_multiplier, out);
         }
-        *o = saturate_i8(round_shift(x as i64 * mr as i64, n as u32));
+        // |x · mr| < 2^62: no saturation; the rounded magnitude fits 31 bits.
+        let p = x as i64 * mr as i64;
+        let magnitude = (((p.unsigned_abs() + half) >> 32) as u32 >> n_hi) as i64;
+        *o = saturate_i8(if p < 0 { -magnitude } else { magnitude });
     }
 }
 
@@ -513,4 +544,68 @@ fn div_2_54_rounded(d: u32) -> u32 {
         r = cur % d;
     }
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast normalization gives the bits of `normalize_row` (its reference), on its own
+    /// path and on every fallback: sums with up to 30 significant bits, accumulators near
+    /// and beyond the i32 range, several output multipliers.
+    #[test]
+    fn normalize_row_fast_matches_normalize_row() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let multipliers = [1.0, 0.37, 2.9, 1.0 / 127.0, 100.0, 1e-6];
+        let mut cases = 0;
+        for &real in &multipliers {
+            let m = FixedMultiplier::from_real(real).unwrap();
+            for _ in 0..2000 {
+                let bits = 1 + (next() % 30) as u32;
+                let sum = ((next() >> 34) as i64 & ((1i64 << bits) - 1)).max(1);
+                let mut acc = [0i64; 16];
+                for a in acc.iter_mut() {
+                    let r = next();
+                    *a = match r % 4 {
+                        // A weighted sum of int8 values: |acc| <= 128 · sum.
+                        0 | 1 => {
+                            ((r >> 8) as i64 % (128 * sum + 1)) * if r & 16 == 0 { 1 } else { -1 }
+                        }
+                        2 => (r >> 4) as i32 as i64,
+                        _ => (r as i64) >> (r % 40),
+                    };
+                }
+                let (mut fast, mut reference) = ([0i8; 16], [0i8; 16]);
+                normalize_row_fast(&acc, sum, m, &mut fast);
+                normalize_row(&acc, sum, m, &mut reference);
+                assert_eq!(fast, reference, "sum {sum} multiplier {real} acc {acc:?}");
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, 12000);
+    }
+
+    /// The byte-wise long division against the 64-bit one, at the ends and inside the range.
+    #[test]
+    fn div_2_54_rounded_matches_u64_division() {
+        let check = |d: u32| {
+            let want = ((1u64 << 54) + d as u64 / 2) / d as u64;
+            assert_eq!(div_2_54_rounded(d) as u64, want, "d = {d}");
+        };
+        for d in (1u32 << 23)..(1u32 << 23) + 5000 {
+            check(d);
+        }
+        for d in (1u32 << 24) - 5000..(1u32 << 24) {
+            check(d);
+        }
+        for d in ((1u32 << 23)..(1u32 << 24)).step_by(997) {
+            check(d);
+        }
+    }
 }
