@@ -279,8 +279,8 @@ fn run(
         for (g, (q_h, out_h)) in heads_of_group.enumerate() {
             let h = kvh * group + g;
             for (i, (q_row, out_row)) in q_h
-                .chunks_exact(d)
-                .zip(out_h.chunks_exact_mut(dv))
+                .chunks_exact(d.max(1))
+                .zip(out_h.chunks_exact_mut(dv.max(1)))
                 .enumerate()
             {
                 attend_row(q_row, k_h, v_h, acc, out_row, h, i, params, diff_scale);
@@ -435,8 +435,10 @@ fn attend_row(
                             }
                         }
                         _ => {
-                            for ((z, k_row), j) in
-                                z.iter_mut().zip(keys.chunks_exact(d)).zip(start..end)
+                            for ((z, k_row), j) in z
+                                .iter_mut()
+                                .zip(keys.chunks_exact(d.max(1)))
+                                .zip(start..end)
                             {
                                 *z = params.logits.logit(q_row, k_row, row_state)
                                     + params.bias.value(head, position, j);
