@@ -1,17 +1,21 @@
 //! Cortex-M DSP (Armv7E-M / Armv8-M Mainline DSP extension: M4, M7, M33) versions of the int8
 //! primitives, in stable `asm!` (the `core::arch::arm` DSP intrinsics are nightly-only).
 //!
-//! - [`dot_i8_keys`]: the query is unpacked once into 16-bit pairs (`(q0, q2)`, `(q1, q3)` per
-//!   word), then two keys at a time are read a word at a time, unpacked with `SXTB16` (and
-//!   `SXTB16 …, ROR #8`) and accumulated with `SMLAD` (two 16×16 products per instruction):
-//!   per 4 bytes of 2 keys, 1 `LDRD` of query pairs, 2 `LDR`, 4 `SXTB16`, 4 `SMLAD`.
-//! - [`pv_i8`]: two value rows per pass over blocks of four accumulators (`LDM`/`STM`). With
-//!   signed 16-bit weights (the SDPA's Q15 softmax weights) both weights sit in one register
-//!   and the rows' bytes are interleaved into `(row0[c], row1[c])` halfword pairs (`PKHBT`,
-//!   `PKHTB`, `SXTB16`), so one `SMLAD` does both rows of a column: per 4 bytes of 2 rows,
-//!   2 `LDR`, 2 `PKH`, 4 `SXTB16`, 4 `SMLAD`. Wider weights (up to `2^23`) use
-//!   `SMLAWB`/`SMLAWT` (32×16 → top 32 bits): with the weight pre-shifted by 8 and each value
-//!   byte in the high byte of a halfword (`v·256`), `(w·2^8 · v·2^8) >> 16 = w·v` exactly;
+//! - [`dot_i8_keys`]: the query is unpacked once per call (per 128 bytes) into 16-bit pairs
+//!   (`(q0, q2)`, `(q1, q3)` per word, `SXTB16` and `SXTB16 …, ROR #8`), then three keys at a
+//!   time are read a word at a time, unpacked the same way and accumulated with `SMLAD` (two
+//!   16×16 products per instruction): per 4 bytes of 3 keys, 1 `LDRD` of query pairs, 3 `LDR`,
+//!   6 `SXTB16`, 6 `SMLAD` (about 1.4 instructions per MAC with the loop; 1.67 with the call,
+//!   the unpacking and the key loop at d = 64).
+//! - [`pv_i8`]: two value rows per pass over blocks of four accumulators (`LDM`/`STM`), the
+//!   version chosen per row pair from its two weights. With signed 16-bit weights (the SDPA's
+//!   Q15 softmax weights) both weights sit in one register and the rows' bytes are
+//!   interleaved into `(row0[c], row1[c])` halfword pairs (`PKHBT`, `PKHTB`, `SXTB16`), so one
+//!   `SMLAD` does both rows of a column: per 4 bytes of 2 rows, 2 `LDR`, 2 `PKH`, 4 `SXTB16`,
+//!   4 `SMLAD` (1.875 instructions per MAC with `LDM`/`STM` and the loop; 2.14 with the call
+//!   and the row-pair loop at dv = 64). Wider weights (up to `2^23`) use `SMLAWB`/`SMLAWT`
+//!   (32×16 → top 32 bits): with the weight pre-shifted by 8 and each value byte in the high
+//!   byte of a halfword (`v·256`), `(w·2^8 · v·2^8) >> 16 = w·v` exactly;
 //!   per 4 bytes of 2 rows, 2 `LDR`, 4 `AND`, 8 `SMLAW`.
 //!
 //! Both give exactly the bits of [`super::scalar`] (wrapping `i32` arithmetic). The caller
