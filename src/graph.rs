@@ -176,66 +176,90 @@ impl<I: Copy + TryInto<usize>> GatEdges<'_, I> {
     /// `col_idx.len()`; a node id negative or `>= nodes` ([`Error::InvalidParameter`]).
     pub fn validate(&self, nodes: usize) -> Result<(), Error> {
         match *self {
-            GatEdges::Coo(edge_index) => {
-                if edge_index.len() % 2 != 0 {
-                    return Err(Error::LengthMismatch {
-                        expected: edge_index.len() + 1,
-                        found: edge_index.len(),
-                    });
-                }
-                for &v in edge_index {
-                    node(v, nodes)?;
-                }
-            }
-            GatEdges::Csr { row_ptr, col_idx } => {
-                check_len(row_ptr, nodes.checked_add(1).ok_or(Error::ShapeOverflow)?)?;
-                let mut previous = 0usize;
-                for (i, &p) in row_ptr.iter().enumerate() {
-                    let p: usize = p.try_into().map_err(|_| Error::InvalidParameter)?;
-                    if (i == 0 && p != 0) || p < previous || p > col_idx.len() {
-                        return Err(Error::InvalidParameter);
-                    }
-                    previous = p;
-                }
-                if previous != col_idx.len() {
-                    return Err(Error::InvalidParameter);
-                }
-                for &v in col_idx {
-                    node(v, nodes)?;
-                }
-            }
+            GatEdges::Coo(edge_index) => Coo(edge_index).validate(nodes),
+            GatEdges::Csr { row_ptr, col_idx } => Csr { row_ptr, col_idx }.validate(nodes),
+        }
+    }
+}
+
+/// An edge list the GAT kernels walk: validated once, then iterated as `(source, target)`
+/// pairs. One type per form, so a kernel monomorphized for COO carries no CSR code (the
+/// microbit's flash is small).
+pub(crate) trait EdgeList {
+    /// As [`GatEdges::validate`].
+    fn validate(&self, nodes: usize) -> Result<(), Error>;
+    /// Every `(source, target)` pair in storage order; ids already validated (an invalid
+    /// entry is skipped, never a panic).
+    fn pairs(&self, nodes: usize) -> impl Iterator<Item = (usize, usize)> + '_;
+}
+
+/// COO `edge_index` (sources, then targets).
+pub(crate) struct Coo<'a, I>(pub(crate) &'a [I]);
+
+/// CSR of the transposed adjacency.
+pub(crate) struct Csr<'a, I> {
+    pub(crate) row_ptr: &'a [I],
+    pub(crate) col_idx: &'a [I],
+}
+
+impl<I: Copy + TryInto<usize>> EdgeList for Coo<'_, I> {
+    fn validate(&self, nodes: usize) -> Result<(), Error> {
+        let edge_index = self.0;
+        if edge_index.len() % 2 != 0 {
+            return Err(Error::LengthMismatch {
+                expected: edge_index.len() + 1,
+                found: edge_index.len(),
+            });
+        }
+        for &v in edge_index {
+            node(v, nodes)?;
         }
         Ok(())
     }
 
-    /// Every `(source, target)` pair, in storage order; ids already validated (an invalid
-    /// entry is skipped, never a panic).
-    pub(crate) fn pairs(&self, nodes: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let (coo, csr) = match *self {
-            GatEdges::Coo(e) => (Some(e), None),
-            GatEdges::Csr { row_ptr, col_idx } => (None, Some((row_ptr, col_idx))),
-        };
-        let coo = coo.into_iter().flat_map(move |e| {
-            let (sources, targets) = e.split_at(e.len() / 2);
-            sources.iter().zip(targets).filter_map(move |(&s, &t)| {
-                match (node(s, nodes), node(t, nodes)) {
-                    (Ok(s), Ok(t)) => Some((s, t)),
-                    _ => None,
-                }
-            })
-        });
-        let csr = csr.into_iter().flat_map(move |(row_ptr, col_idx)| {
-            let bound = |p: Option<&I>| p.and_then(|&p| p.try_into().ok()).unwrap_or(0);
-            (0..nodes).flat_map(move |t| {
-                let (start, end) = (bound(row_ptr.get(t)), bound(row_ptr.get(t + 1)));
-                col_idx
-                    .get(start..end)
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(move |&s| node(s, nodes).ok().map(|s| (s, t)))
-            })
-        });
-        coo.chain(csr)
+    fn pairs(&self, nodes: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (sources, targets) = self.0.split_at(self.0.len() / 2);
+        sources.iter().zip(targets).filter_map(move |(&s, &t)| {
+            match (node(s, nodes), node(t, nodes)) {
+                (Ok(s), Ok(t)) => Some((s, t)),
+                _ => None,
+            }
+        })
+    }
+}
+
+impl<I: Copy + TryInto<usize>> EdgeList for Csr<'_, I> {
+    fn validate(&self, nodes: usize) -> Result<(), Error> {
+        let (row_ptr, col_idx) = (self.row_ptr, self.col_idx);
+        check_len(row_ptr, nodes.checked_add(1).ok_or(Error::ShapeOverflow)?)?;
+        let mut previous = 0usize;
+        for (i, &p) in row_ptr.iter().enumerate() {
+            let p: usize = p.try_into().map_err(|_| Error::InvalidParameter)?;
+            if (i == 0 && p != 0) || p < previous || p > col_idx.len() {
+                return Err(Error::InvalidParameter);
+            }
+            previous = p;
+        }
+        if previous != col_idx.len() {
+            return Err(Error::InvalidParameter);
+        }
+        for &v in col_idx {
+            node(v, nodes)?;
+        }
+        Ok(())
+    }
+
+    fn pairs(&self, nodes: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (row_ptr, col_idx) = (self.row_ptr, self.col_idx);
+        let bound = |p: Option<&I>| p.and_then(|&p| p.try_into().ok()).unwrap_or(0);
+        (0..nodes).flat_map(move |t| {
+            let (start, end) = (bound(row_ptr.get(t)), bound(row_ptr.get(t + 1)));
+            col_idx
+                .get(start..end)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(move |&s| node(s, nodes).ok().map(|s| (s, t)))
+        })
     }
 }
 
@@ -278,15 +302,7 @@ pub fn gat<E: Element, I: Copy + TryInto<usize>>(
     params: &GatParams,
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    gat_edges(
-        x,
-        GatEdges::Coo(edge_index),
-        weights,
-        out,
-        shape,
-        params,
-        scratch,
-    )
+    gat_core(x, &Coo(edge_index), weights, out, shape, params, scratch)
 }
 
 /// [`gat`] over a CSR adjacency: the edges into node `i` come from the sources
@@ -323,9 +339,9 @@ pub fn gat_csr<E: Element, I: Copy + TryInto<usize>>(
     params: &GatParams,
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    gat_edges(
+    gat_core(
         x,
-        GatEdges::Csr { row_ptr, col_idx },
+        &Csr { row_ptr, col_idx },
         weights,
         out,
         shape,
@@ -338,6 +354,30 @@ pub fn gat_csr<E: Element, I: Copy + TryInto<usize>>(
 pub fn gat_edges<E: Element, I: Copy + TryInto<usize>>(
     x: &[E],
     edges: GatEdges<'_, I>,
+    weights: &GatWeights<'_, E>,
+    out: &mut [E],
+    shape: GatShape,
+    params: &GatParams,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    match edges {
+        GatEdges::Coo(e) => gat_core(x, &Coo(e), weights, out, shape, params, scratch),
+        GatEdges::Csr { row_ptr, col_idx } => gat_core(
+            x,
+            &Csr { row_ptr, col_idx },
+            weights,
+            out,
+            shape,
+            params,
+            scratch,
+        ),
+    }
+}
+
+/// The layer over a validated-on-entry edge list of one form.
+fn gat_core<E: Element, L: EdgeList>(
+    x: &[E],
+    edges: &L,
     weights: &GatWeights<'_, E>,
     out: &mut [E],
     shape: GatShape,

@@ -14,7 +14,7 @@
 
 use crate::attention::int8::{exp2_neg_weight, int8_dense, Int8Dense, LOGIT_FRAC_BITS};
 use crate::error::{check_len, mul, nonzero, Error};
-use crate::graph::{GatEdges, GatParams, GatShape};
+use crate::graph::{Coo, Csr, EdgeList, GatEdges, GatParams, GatShape};
 use crate::projection::LinearShape;
 use crate::quant::{round_shift, saturate_i8, FixedMultiplier, QParams};
 
@@ -201,16 +201,7 @@ pub fn int8_gat<I: Copy + TryInto<usize>>(
     acc: &mut [i64],
     stats: Option<&mut Int8GatStats>,
 ) -> Result<(), Error> {
-    int8_gat_edges(
-        x,
-        GatEdges::Coo(edge_index),
-        params,
-        out,
-        shape,
-        scratch,
-        acc,
-        stats,
-    )
+    int8_gat_core(x, &Coo(edge_index), params, out, shape, scratch, acc, stats)
 }
 
 /// [`int8_gat`] over a CSR adjacency (the edges into node `i` come from the sources
@@ -231,16 +222,8 @@ pub fn int8_gat_csr<I: Copy + TryInto<usize>>(
     acc: &mut [i64],
     stats: Option<&mut Int8GatStats>,
 ) -> Result<(), Error> {
-    int8_gat_edges(
-        x,
-        GatEdges::Csr { row_ptr, col_idx },
-        params,
-        out,
-        shape,
-        scratch,
-        acc,
-        stats,
-    )
+    let edges = Csr { row_ptr, col_idx };
+    int8_gat_core(x, &edges, params, out, shape, scratch, acc, stats)
 }
 
 /// [`int8_gat`] over edges in either form ([`GatEdges`]). Integer only.
@@ -248,6 +231,27 @@ pub fn int8_gat_csr<I: Copy + TryInto<usize>>(
 pub fn int8_gat_edges<I: Copy + TryInto<usize>>(
     x: &[i8],
     edges: GatEdges<'_, I>,
+    params: &Int8GatParams<'_>,
+    out: &mut [i8],
+    shape: GatShape,
+    scratch: &mut [i8],
+    acc: &mut [i64],
+    stats: Option<&mut Int8GatStats>,
+) -> Result<(), Error> {
+    match edges {
+        GatEdges::Coo(e) => int8_gat_core(x, &Coo(e), params, out, shape, scratch, acc, stats),
+        GatEdges::Csr { row_ptr, col_idx } => {
+            let edges = Csr { row_ptr, col_idx };
+            int8_gat_core(x, &edges, params, out, shape, scratch, acc, stats)
+        }
+    }
+}
+
+/// The layer over an edge list of one form.
+#[allow(clippy::too_many_arguments)]
+fn int8_gat_core<L: EdgeList>(
+    x: &[i8],
+    edges: &L,
     params: &Int8GatParams<'_>,
     out: &mut [i8],
     shape: GatShape,

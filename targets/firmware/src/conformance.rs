@@ -14,6 +14,7 @@
 //! bit-identical on every target and backend. `rel_l2 = |y - y_ref| / max(|y_ref|, 1e-12)` in f64, printed as `nan` when an
 //! output is not finite.
 
+use core::mem::MaybeUninit;
 use defmt::println;
 use microattn::attention::int8::{int8_sdpa, Int8Bias, Int8Scales, Int8SdpaParams};
 use microattn::attention::{
@@ -290,7 +291,9 @@ struct LayerBuffers {
     weights: [i8; MAX_LAYER_WEIGHTS],
     scales: [f32; MAX_LAYER_SCALES],
     ints: [i32; MAX_LAYER_INTS],
-    mults: [FixedMultiplier; MAX_LAYER_MULTS],
+    /// Zeroed, not `FixedMultiplier::ONE`: one nonzero byte would move all of `Buffers` from
+    /// `.bss` to `.data`, whose image takes flash (the microbit has none to spare).
+    mults: MaybeUninit<[FixedMultiplier; MAX_LAYER_MULTS]>,
     input: [i8; MAX_LAYER_INPUT],
     output: [i8; MAX_LAYER_OUTPUT],
     scratch: [i8; MAX_LAYER_SCRATCH],
@@ -314,7 +317,7 @@ impl Buffers {
                 weights: [0; MAX_LAYER_WEIGHTS],
                 scales: [0.0; MAX_LAYER_SCALES],
                 ints: [0; MAX_LAYER_INTS],
-                mults: [FixedMultiplier::ONE; MAX_LAYER_MULTS],
+                mults: MaybeUninit::zeroed(),
                 input: [0; MAX_LAYER_INPUT],
                 output: [0; MAX_LAYER_OUTPUT],
                 scratch: [0; MAX_LAYER_SCRATCH],
@@ -559,6 +562,7 @@ fn run_layer_i8(c: &OpCase, b: &mut LayerBuffers) -> Result<(f64, u32), Error> {
     let inputs = c.inputs;
     let n_out: usize = c.expected.iter().map(|(_, e)| e.len()).sum();
     let out = first(&mut b.output, n_out)?;
+    let mults = b.mults.write([FixedMultiplier::ONE; MAX_LAYER_MULTS]);
     match c.op {
         Op::Encoder {
             len,
@@ -601,7 +605,7 @@ fn run_layer_i8(c: &OpCase, b: &mut LayerBuffers) -> Result<(f64, u32), Error> {
                 &mut b.scratch,
                 &mut b.acc,
                 &mut b.ints,
-                &mut b.mults,
+                mults,
             )?;
             i8_result(out, layer.output_scale(&scales, input), c.expected)
         }
@@ -658,7 +662,7 @@ fn run_layer_i8(c: &OpCase, b: &mut LayerBuffers) -> Result<(f64, u32), Error> {
                 &mut b.scratch,
                 &mut b.acc,
                 &mut b.ints,
-                &mut b.mults,
+                mults,
             )?;
             i8_result(out, layer.output_scale(&scales, input), c.expected)
         }
@@ -697,7 +701,7 @@ fn run_layer_i8(c: &OpCase, b: &mut LayerBuffers) -> Result<(f64, u32), Error> {
                 &mut b.scratch,
                 &mut b.acc,
                 &mut b.ints,
-                &mut b.mults,
+                mults,
             )?;
             i8_result(out, scales.out, c.expected)
         }
@@ -733,7 +737,7 @@ fn run_layer_i8(c: &OpCase, b: &mut LayerBuffers) -> Result<(f64, u32), Error> {
                 out,
                 scratch,
                 &mut b.ints,
-                first(&mut b.mults, embed)?,
+                first(mults, embed)?,
                 cls,
             )?;
             i8_result(out, scale, c.expected)
