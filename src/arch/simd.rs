@@ -430,7 +430,18 @@ pub(super) unsafe fn dot_keys<V: Vector, T: Lane>(
 ) {
     let (n, d) = (s.len(), q.len());
     let (pq, pk, ps) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
+    // A query of at most four vectors stays in registers and each key is read front to back
+    // (decode streams the keys: one sequential pass, not eight interleaved ones).
     let mut j = 0;
+    if d % V::LANES == 0 {
+        j = match d / V::LANES {
+            1 => dot_keys_q_regs::<V, T, 1>(pq, pk, ks, scale, ps, n),
+            2 => dot_keys_q_regs::<V, T, 2>(pq, pk, ks, scale, ps, n),
+            3 => dot_keys_q_regs::<V, T, 3>(pq, pk, ks, scale, ps, n),
+            4 => dot_keys_q_regs::<V, T, 4>(pq, pk, ks, scale, ps, n),
+            _ => 0,
+        };
+    }
     while j + 8 <= n {
         let kj = pk.add(j * ks);
         let (acc, c) = dot_keys_acc::<V, T, 8>(pq, d, kj, ks);
@@ -445,6 +456,45 @@ pub(super) unsafe fn dot_keys<V: Vector, T: Lane>(
         dot_keys_finish(&[acc[0].sum()], pq, (c, d), kj, ks, scale, ps.add(j));
         j += 1;
     }
+}
+
+/// The blocks of eight keys of [`dot_keys`] when `d = QV·LANES`: the query in `QV` registers,
+/// each key's vectors loaded in order. The same fused multiply-adds in the same order as
+/// `dot_keys_acc`, so the same bits. Returns the number of keys done (a multiple of 8).
+/// Caller: as `dot_keys`, `q` holds `QV·LANES` elements, `s` writable for `n`.
+#[inline(always)]
+unsafe fn dot_keys_q_regs<V: Vector, T: Lane, const QV: usize>(
+    q: *const T,
+    k: *const T,
+    ks: usize,
+    scale: f32,
+    s: *mut f32,
+    n: usize,
+) -> usize {
+    let l = V::LANES;
+    let mut qv = [V::splat(0.0); QV];
+    for (i, x) in qv.iter_mut().enumerate() {
+        *x = T::load::<V>(q.add(i * l));
+    }
+    let mut j = 0;
+    while j + 8 <= n {
+        let mut acc = [V::splat(0.0); 8];
+        for (u, a) in acc.iter_mut().enumerate() {
+            let key = k.add((j + u) * ks);
+            let mut sum = V::splat(0.0);
+            for (i, x) in qv.iter().enumerate() {
+                sum = x.mul_add(T::load::<V>(key.add(i * l)), sum);
+            }
+            *a = sum;
+        }
+        let mut sums = [0.0f32; 8];
+        V::sum8(&acc, sums.as_mut_ptr());
+        for (u, &sum) in sums.iter().enumerate() {
+            *s.add(j + u) = scale * sum;
+        }
+        j += 8;
+    }
+    j
 }
 
 /// `acc[c..c + C·LANES] += Σ_j p_j · v_j[c..]`, the accumulators in registers over all keys:
