@@ -183,6 +183,54 @@ macro_rules! dot_key {
     };
 }
 
+/// [`dot_key`] for keys stored back to back: every load post-increments `{$k}`, which ends
+/// at the next key.
+macro_rules! dot_key_next {
+    (1, $k:literal, $acc:literal) => {
+        concat!(
+            "vldrb.u8 q0, [{",
+            $k,
+            "}], #16\n",
+            "vmladav.s8 ",
+            $acc,
+            ", q4, q0\n"
+        )
+    };
+    (2, $k:literal, $acc:literal) => {
+        concat!(
+            dot_key_next!(1, $k, $acc),
+            "vldrb.u8 q1, [{",
+            $k,
+            "}], #16\n",
+            "vmladava.s8 ",
+            $acc,
+            ", q5, q1\n",
+        )
+    };
+    (3, $k:literal, $acc:literal) => {
+        concat!(
+            dot_key_next!(2, $k, $acc),
+            "vldrb.u8 q2, [{",
+            $k,
+            "}], #16\n",
+            "vmladava.s8 ",
+            $acc,
+            ", q6, q2\n",
+        )
+    };
+    (4, $k:literal, $acc:literal) => {
+        concat!(
+            dot_key_next!(3, $k, $acc),
+            "vldrb.u8 q3, [{",
+            $k,
+            "}], #16\n",
+            "vmladava.s8 ",
+            $acc,
+            ", q7, q3\n",
+        )
+    };
+}
+
 /// A `dot_i8_keys` for one query length (`16 · $chunks` bytes) with the query held in q4-q7:
 /// two keys per iteration (two pointers `2 · stride` apart each step), then the odd one.
 macro_rules! held_query {
@@ -195,6 +243,51 @@ macro_rules! held_query {
         /// `keys + j·stride` (`j < n`) readable for the query's length.
         #[inline(never)]
         unsafe fn $name(q: *const i8, keys: *const i8, stride: usize, out: *mut i32, n: usize) {
+            let (mut keys, mut out, mut n) = (keys, out, n);
+            // Keys back to back (stride = query length): four per iteration through one
+            // post-incremented pointer.
+            let quads = if stride == 16 * $chunks { n / 4 } else { 0 };
+            if quads > 0 {
+                asm!(
+                    load_query!($chunks),
+                    "dls lr, {quads}",
+                    "2:",
+                    dot_key_next!($chunks, "k", "r0"),
+                    dot_key_next!($chunks, "k", "r2"),
+                    dot_key_next!($chunks, "k", "r4"),
+                    dot_key_next!($chunks, "k", "r8"),
+                    "strd r4, r8, [{out}, #8]",
+                    "strd r0, r2, [{out}], #16",
+                    "le lr, 2b",
+                    q = in(reg) q,
+                    quads = in(reg) quads,
+                    k = inout(reg) keys,
+                    out = inout(reg) out,
+                    out("r0") _,
+                    out("r2") _,
+                    out("r4") _,
+                    out("r8") _,
+                    out("lr") _,
+                    out("d0") _,
+                    out("d1") _,
+                    out("d2") _,
+                    out("d3") _,
+                    out("d4") _,
+                    out("d5") _,
+                    out("d6") _,
+                    out("d7") _,
+                    out("d8") _,
+                    out("d9") _,
+                    out("d10") _,
+                    out("d11") _,
+                    out("d12") _,
+                    out("d13") _,
+                    out("d14") _,
+                    out("d15") _,
+                    options(nostack),
+                );
+                n -= 4 * quads;
+            }
             let pairs = n / 2;
             if pairs > 0 {
                 asm!(

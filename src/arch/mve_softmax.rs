@@ -139,25 +139,44 @@ pub(crate) fn dot_weights(
 }
 
 /// One group of four columns, from the i64 accumulators de-interleaved into q0 (low words)
-/// and q1 (high words) to the int8 outputs: `a'` (in `$a`, an i32 lane each) times `mr`,
+/// and q1 (high words) to the int8 outputs: `a'` (in `$a`, an i32 lane each; `$t` a scratch
+/// register) times `mr`,
 /// rounded half away from zero by `n = 32 + k` bits and clamped to ±127. With `|p| = |a'|·mr`
 /// and `hi = hi32(|p|)` (`VMULH.U32`), `(|p| + 2^(n-1)) >> n = (hi + 2^(k-1)) >> k` for
 /// `k >= 1` (the low word cannot carry into the result), one `VRSHL.U32` by `-k`; the sign
 /// goes back with a predicated `VNEG`.
 macro_rules! requantize_group {
-    ($a:literal) => {
+    ($a:literal, $t:literal) => {
         concat!(
-            "vabs.s32 q0, ",
+            "vabs.s32 ",
+            $t,
+            ", ",
             $a,
             "\n",
-            "vmulh.u32 q0, q0, q7\n",
-            "vrshl.u32 q0, {neg_k}\n",
-            "vmin.u32 q0, q0, q5\n",
+            "vmulh.u32 ",
+            $t,
+            ", ",
+            $t,
+            ", q7\n",
+            "vrshl.u32 ",
+            $t,
+            ", {neg_k}\n",
+            "vmin.u32 ",
+            $t,
+            ", ",
+            $t,
+            ", q5\n",
             "vpt.s32 lt, ",
             $a,
             ", {zero}\n",
-            "vnegt.s32 q0, q0\n",
-            "vstrb.32 q0, [r1], #4\n",
+            "vnegt.s32 ",
+            $t,
+            ", ",
+            $t,
+            "\n",
+            "vstrb.32 ",
+            $t,
+            ", [r1], #4\n",
         )
     };
 }
@@ -206,8 +225,7 @@ pub(crate) fn normalize_row(acc: &[i64], s: i32, mr: i64, n: u32, out: &mut [i8]
                 "veor q2, q2, q1",
                 "vorr q6, q6, q2",
                 "vqshl.s32 q0, {left}",
-                "vmov q3, q0",
-                requantize_group!("q3"),
+                requantize_group!("q0", "q3"),
                 "le lr, 2b",
                 "vmaxav.s32 {bad}, q6",
                 "vmrs {t}, fpscr",
@@ -272,7 +290,7 @@ pub(crate) fn normalize_row(acc: &[i64], s: i32, mr: i64, n: u32, out: &mut [i8]
                 "vshr.s32 q0, q3, #31",
                 "veor q0, q0, q1",
                 "vorr q6, q6, q0",
-                requantize_group!("q3"),
+                requantize_group!("q3", "q0"),
                 "le lr, 2b",
                 "vmaxav.s32 {bad}, q6",
                 mr = in(reg) mr as u32,
@@ -312,7 +330,7 @@ pub(crate) fn normalize_row(acc: &[i64], s: i32, mr: i64, n: u32, out: &mut [i8]
 
 /// `acc[c] + parts[c]` (an i64 plus a sign-extended i32) in two-word lanes: the accumulators
 /// de-interleaved into q0 (low words) and q1 (high words), the partial sums from `[{parts}]`
-/// (cleared behind); the sum's low words land in q3, its high words in q1.
+/// (cleared behind); the sum's low words land in q0, its high words in q1.
 macro_rules! add_parts {
     () => {
         concat!(
@@ -320,12 +338,12 @@ macro_rules! add_parts {
             "vld21.32 {{q0, q1}}, [{acc}]\n",
             "vldrw.u32 q2, [{parts}]\n",
             "vstrw.32 q6, [{parts}], #16\n",
-            "vadd.i32 q3, q0, q2\n",
+            "vadd.i32 q0, q0, q2\n",
+            // The carry of the low words: their sum is below the (unsigned) partial sum.
+            "vpt.u32 hi, q2, q0\n",
+            "vaddt.i32 q1, q1, {one}\n",
             "vshr.s32 q2, q2, #31\n",
             "vadd.i32 q1, q1, q2\n",
-            // The carry of the low words: the sum is below the accumulator's low word.
-            "vpt.u32 hi, q0, q3\n",
-            "vaddt.i32 q1, q1, {one}\n",
         )
     };
 }
@@ -353,7 +371,6 @@ pub(crate) fn flush(acc: &mut [i64], parts: &mut [i32]) -> bool {
             "dls lr, lr",
             "2:",
             add_parts!(),
-            "vmov q0, q3",
             "vst20.32 {{q0, q1}}, [{acc}]",
             "vst21.32 {{q0, q1}}, [{acc}]!",
             "le lr, 2b",
@@ -403,14 +420,14 @@ pub(crate) fn flush_rescale(acc: &mut [i64], parts: &mut [i32], factor: i64) -> 
             "2:",
             add_parts!(),
             // p = x · f: low word lo·f, high word hi·f + hi32(lo·f).
-            "vmulh.u32 q0, q3, q7",
-            "vmul.i32 q3, q3, {f}",
+            "vmulh.u32 q3, q0, q7",
+            "vmul.i32 q0, q0, {f}",
             "vmul.i32 q1, q1, {f}",
-            "vadd.i32 q1, q1, q0",
+            "vadd.i32 q1, q1, q3",
             // + 2^14 - [p < 0], with the carry into the high word.
             "vshr.s32 q2, q1, #31",
             "vadd.i32 q2, q2, {half}",
-            "vadd.i32 q0, q3, q2",
+            "vadd.i32 q0, q0, q2",
             "vpt.u32 hi, q2, q0",
             "vaddt.i32 q1, q1, {one}",
             // >> 15 over both words.
