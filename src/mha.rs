@@ -79,6 +79,22 @@ pub struct MhaWeights<'a, E = f32> {
     pub out_proj_bias: Option<&'a [E]>,
 }
 
+/// Elements of [`MhaWeights`] for width `embed`: `4 · embed²` weights plus, with biases,
+/// `4 · embed` bias values (`in_proj` and `out_proj`). Saturates instead of overflowing.
+///
+/// ```
+/// // A 64-wide layer with biases: 16 640 values, 66 560 bytes as f32.
+/// assert_eq!(microattn::mha::mha_weights_len(64, true), 16_640);
+/// ```
+pub const fn mha_weights_len(embed: usize, with_bias: bool) -> usize {
+    let weights = embed.saturating_mul(embed).saturating_mul(4);
+    if with_bias {
+        weights.saturating_add(embed.saturating_mul(4))
+    } else {
+        weights
+    }
+}
+
 /// f32 elements of scratch [`mha`] and [`mha_typed`] need: `2 * (lq + lk) * embed`
 /// (projected `Q`, `K`, `V` and the attention output). Saturates instead of overflowing,
 /// so an impossible size shows up as [`Error::ScratchTooSmall`], never a panic.
