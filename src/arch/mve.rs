@@ -425,6 +425,18 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
     }
 }
 
+/// Four weights of [`narrow`]: loaded, their largest magnitude folded into `{max}`, their
+/// low halfwords stored at `[r3]`.
+macro_rules! narrow_four {
+    () => {
+        concat!(
+            "vldrw.u32 q0, [{w}], #16\n",
+            "vmaxav.s32 {max}, q0\n",
+            "vstrh.32 q0, [r3], #8\n",
+        )
+    };
+}
+
 /// Narrows `w` (1 to [`PASS_KEYS`] weights) into all of `out` (zeros after `w.len()`) when
 /// every weight is within `±(2^15 - 1)`; returns whether it did (`out` is then initialized).
 #[inline(always)]
@@ -434,30 +446,39 @@ fn narrow(w: &[i32], out: &mut MaybeUninit<[i16; PASS_KEYS]>) -> bool {
         return false;
     }
     let mut max_abs = 0u32;
-    // SAFETY: `m` (1 to PASS_KEYS) weights are read from `w`; `out` (PASS_KEYS halfwords) is
-    // cleared when `m < PASS_KEYS`, then the tail-predicated loop writes the low halves of
-    // the first `m` weights (inactive lanes of the last iteration are not accessed).
+    // SAFETY: `m` (1 to PASS_KEYS) weights are read from `w`; for a full pass the 8 vectors of
+    // 4 are read straight through, otherwise `out` (PASS_KEYS halfwords) is cleared and the
+    // tail-predicated loop writes the low halves of the first `m` weights (inactive lanes of
+    // the last iteration are not accessed).
     unsafe {
         asm!(
             "cmp {m}, #{full}",
-            "beq 3f",
-            "vmov.i32 q0, #0",
-            "vstrw.32 q0, [{out}]",
-            "vstrw.32 q0, [{out}, #16]",
-            "vstrw.32 q0, [{out}, #32]",
-            "vstrw.32 q0, [{out}, #48]",
+            "bne 3f",
+            narrow_four!(),
+            narrow_four!(),
+            narrow_four!(),
+            narrow_four!(),
+            narrow_four!(),
+            narrow_four!(),
+            narrow_four!(),
+            narrow_four!(),
+            "b 4f",
             "3:",
+            "vmov.i32 q0, #0",
+            "vstrw.32 q0, [r3]",
+            "vstrw.32 q0, [r3, #16]",
+            "vstrw.32 q0, [r3, #32]",
+            "vstrw.32 q0, [r3, #48]",
             "dlstp.32 lr, {m}",
             "2:",
-            "vldrw.u32 q0, [{w}], #16",
-            "vmaxav.s32 {max}, q0",
-            // The low halfword of each weight.
-            "vstrh.32 q0, [{out}], #8",
+            narrow_four!(),
             "letp lr, 2b",
+            "4:",
             m = in(reg) m,
             full = const PASS_KEYS,
             w = inout(reg) w.as_ptr() => _,
-            out = inout(reg) out.as_mut_ptr() => _,
+            // Narrowing stores take a low base register: r3.
+            inout("r3") out.as_mut_ptr() => _,
             max = inout(reg) max_abs,
             out("lr") _,
             out("d0") _,
