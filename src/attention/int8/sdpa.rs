@@ -556,6 +556,7 @@ mod tests {
     /// path and on every fallback: sums with up to 30 significant bits, accumulators near
     /// and beyond the i32 range, several output multipliers.
     #[test]
+    #[cfg_attr(miri, ignore = "long sweep: too slow under Miri")]
     fn normalize_row_fast_matches_normalize_row() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
@@ -595,6 +596,7 @@ mod tests {
 
     /// The byte-wise long division against the 64-bit one, at the ends and inside the range.
     #[test]
+    #[cfg_attr(miri, ignore = "long sweep: too slow under Miri")]
     fn div_2_54_rounded_matches_u64_division() {
         let check = |d: u32| {
             let want = ((1u64 << 54) + d as u64 / 2) / d as u64;
