@@ -490,7 +490,6 @@ fn sdpa_huge_logits_pick_the_largest() {
 
 #[test]
 #[cfg_attr(miri, ignore = "over 20 s under Miri")]
-#[cfg_attr(miri, ignore = "over 20 s under Miri")]
 fn sdpa_all_equal_logits_give_the_mean() {
     // Zero query: every dot logit is 0; identical keys: every logit equal, whatever the score.
     let shape = AttentionShape::single(2, 40, 3, 2); // more keys than one tile
@@ -533,7 +532,6 @@ fn sdpa_zero_denormal_and_negative_scales() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "over 20 s under Miri")]
 #[cfg_attr(miri, ignore = "over 20 s under Miri")]
 fn sdpa_non_finite_inputs_do_not_panic() {
     let shape = AttentionShape::multi_head(2, 1, 3, 40, 2, 2);
@@ -715,7 +713,6 @@ fn assert_convex_near(got: &[f32], want: &[f64], v: &[f32], dv: usize, what: &st
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "over 20 s under Miri")]
 #[cfg_attr(miri, ignore = "over 20 s under Miri")]
 fn sdpa_values_near_max_are_accurate_on_every_path() {
     // lq = 2 takes the per-row path, lq = 40 the blocked one on hosts (d, dv <= 128); both
