@@ -1,16 +1,20 @@
 //! Helium (M-profile Vector Extension, Cortex-M55/M85) versions of the int8 primitives, in
-//! stable `asm!` with low-overhead loops (`DLS`/`LE`).
+//! stable `asm!` with low-overhead loops (`DLS`/`LE`, tail-predicated `DLSTP`/`LETP`).
 //!
-//! - [`dot_i8_keys`]: 16 bytes of the query and of four keys per iteration, each key reduced
-//!   with `VMLADAVA.S8` (16 products summed into a general-purpose register): 5 `VLDRB`,
-//!   4 `VMLADAVA`, 1 `LE` per 64 multiply-accumulates.
-//! - [`pv_i8`]: 16 value columns per pass in four `i32` accumulator vectors; per value row,
-//!   four sign-extending `VLDRB.S32` and four `VMLA.I32` by the row's weight (a 32-bit scalar:
-//!   the softmax weights reach `2^16`, too wide for 16-bit lanes).
+//! - [`dot_i8_keys`]: for a query of 16, 32, 48 or 64 bytes the query stays in q4-q7 and only
+//!   the keys are loaded: per key and 16 bytes one `VLDRB` and one `VMLADAV(A).S8` (16 products
+//!   summed into a general-purpose register); back-to-back keys four per iteration through one
+//!   post-incremented pointer, other strides two per iteration. Other query lengths: 16 bytes
+//!   of the query and of four keys per iteration.
+//! - [`pv_i8`]: with signed 16-bit weights (the SDPA's Q15 softmax weights) a sum over keys:
+//!   per pass of 32 keys the weights are narrowed into q0-q3, and for four columns at a time
+//!   `VLDRB.S16` gathers each column's bytes of eight value rows (16-bit offsets `j·stride`)
+//!   for one `VMLADAVA.S16` each (45 instructions per 128 multiply-accumulates). Other
+//!   weights: 16 value columns per value row with `VLDRB.S32` and `VMLA.I32`.
 //!
-//! Tails (lengths that are not multiples of 16) go to [`super::scalar`]. Both give exactly the
-//! bits of the scalar reference (wrapping `i32` arithmetic); the caller ([`super::int8`])
-//! checks that every key / value row is in bounds.
+//! Tails (lengths that are not multiples of 16, or of 4 columns) go to scalar code. Both give
+//! exactly the bits of the scalar reference (wrapping `i32` arithmetic); the caller
+//! ([`super::int8`]) checks that every key / value row is in bounds.
 
 use super::scalar;
 use core::arch::asm;
