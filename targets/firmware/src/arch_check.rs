@@ -9,6 +9,7 @@
 //! check arch_i8 PRIMITIVE cases N failed M
 //! check arch_f32 BACKEND PRIMITIVE cases N failed M
 //! check arch_f16 BACKEND PRIMITIVE cases N failed M   (hard-float cores only)
+//! check arch_i8 long_passes cases N failed M          (hard-float cores only)
 //! ```
 
 use defmt::println;
@@ -50,7 +51,73 @@ pub fn run() -> usize {
     // The f16 lines only where a hard-float backend could differ from scalar (the M0's flash
     // has no room for a scalar-against-scalar check).
     #[cfg(target_abi = "eabihf")]
-    let failed = failed + check_f16(&mut rng);
+    let failed = failed + check_f16(&mut rng) + check_i8_long(&mut rng);
+    failed
+}
+
+/// Most keys / value rows of [`check_i8_long`]: past the 32-key passes of the Helium P·V and
+/// the multi-key Q·K loops of the DSP and Helium versions, with remainders.
+#[cfg(target_abi = "eabihf")]
+const LONG_ROWS: usize = 70;
+
+/// The int8 primitives on many keys and rows with the SDPA's own weight range (Q15 softmax
+/// weights, 0 ..= 2^15, some negative ones too), which the short sweep of [`check_i8`] rarely
+/// reaches. Hard-float cores only: they are the ones with DSP or Helium versions.
+#[cfg(target_abi = "eabihf")]
+#[inline(never)]
+fn check_i8_long(rng: &mut Rng) -> usize {
+    const ROWS: [usize; 9] = [6, 8, 16, 31, 32, 33, 63, 64, LONG_ROWS];
+    const LENS: [usize; 8] = [1, 4, 15, 16, 32, 48, 64, 72];
+    let mut q = [0i8; MAX_LEN];
+    let mut pool = [0i8; LONG_ROWS * (MAX_LEN + 3)];
+    let (mut cases, mut failed) = (0, 0);
+    for &rows in &ROWS {
+        for &len in &LENS {
+            // Back-to-back rows and padded ones.
+            for stride in [len, len + 3] {
+                rng.fill(&mut q);
+                rng.fill(&mut pool);
+                let (mut got, mut want) = ([0i32; LONG_ROWS], [0i32; LONG_ROWS]);
+                let ok = arch::dot_i8_keys(&q[..len], &pool, stride, &mut got[..rows]).is_ok();
+                scalar::dot_i8_keys(&q[..len], &pool, stride, &mut want[..rows]);
+                cases += 1;
+                if !ok || got != want {
+                    failed += 1;
+                }
+                let mut w = [0i32; LONG_ROWS];
+                for x in w.iter_mut() {
+                    let r = rng.next();
+                    *x = match r % 16 {
+                        0 => 1 << 15,
+                        1 => 0,
+                        2 => -((r >> 17) as i32), // -(2^15 - 1) ..= 0
+                        _ => (r >> 17) as i32,    // 0 ..= 2^15 - 1
+                    };
+                }
+                let mut got = [0i32; MAX_LEN];
+                for (i, a) in got.iter_mut().enumerate() {
+                    *a = (i as i32 - 20) * 1000;
+                }
+                let mut want = got;
+                let ok = arch::pv_i8(&w[..rows], &pool, stride, &mut got[..len]).is_ok();
+                scalar::pv_i8(&w[..rows], &pool, stride, &mut want[..len]);
+                cases += 1;
+                if !ok || got != want {
+                    failed += 1;
+                    if failed == 1 {
+                        println!(
+                            "pv_i8 long cols={=usize} rows={=usize}: mismatch",
+                            len, rows
+                        );
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "check arch_i8 long_passes cases {=usize} failed {=usize}",
+        cases, failed
+    );
     failed
 }
 
