@@ -44,10 +44,15 @@ build_firmware() {
     mkdir -p "$ELF_DIR" "$LOG_DIR"
     local flags=""
     [ -z "$TARGET_CPU" ] || flags="-C target-cpu=$TARGET_CPU"
+    # FIRMWARE_BINS (e.g. "bench"): build and copy only these binaries.
+    local sel=(--bins) copy=(conformance bench demo) bin
+    if [ -n "${FIRMWARE_BINS:-}" ]; then
+        sel=() copy=()
+        for bin in $FIRMWARE_BINS; do sel+=(--bin "$bin"); copy+=("$bin"); done
+    fi
     (cd "$targets" && RUSTFLAGS="$flags" cargo build --quiet --release --target "$TARGET" -p microattn-firmware \
-        --features "$machine" --bins) || return 1
-    local bin
-    for bin in conformance bench demo; do
+        --features "$machine" "${sel[@]}") || return 1
+    for bin in "${copy[@]}"; do
         cp "$targets/target/$TARGET/release/$bin" "$ELF_DIR/"
     done
 }

@@ -3,7 +3,8 @@
 //!
 //! Same shapes, masks and GQA/MQA head sharing as [`crate::attention::sdpa`]
 //! ([`AttentionShape`]), all four [`Score`]s and the ALiBi / T5 biases. Per query row the
-//! kernel walks only the allowed key ranges in tiles of [`TILE`](crate::attention::TILE) keys.
+//! kernel walks only the allowed key ranges in tiles of 64 keys (twice
+//! [`TILE`](crate::attention::TILE)).
 
 use super::bias::Int8Bias;
 use super::score::{Int8Logits, MAX_D};
@@ -15,6 +16,11 @@ use crate::attention::{AttentionShape, Score, TILE};
 use crate::error::{check_len, Error};
 use crate::mask::Mask;
 use crate::quant::{round_shift, saturate_i8, FixedMultiplier};
+
+/// Keys per tile: twice the float kernels' [`TILE`], so that the per-tile steps (query
+/// unpacking, tile maximum, primitive calls) cost less per key; the tile's weights (`i32`) and
+/// logits (`i64`) live on the stack (768 bytes).
+const KEY_TILE: usize = 2 * TILE;
 
 /// Value columns of one i32 `P·V` partial sum (a stack array of this many `i32`s).
 const PV_COLUMNS: usize = 64;
@@ -363,7 +369,7 @@ fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale
         ds.t(u32::try_from(x).unwrap_or(u32::MAX)) as u64
     });
     let max = max as i32;
-    // At most TILE · 2^15: no overflow.
+    // At most KEY_TILE · 2^15: no overflow.
     let mut sum = 0u32;
     for x in w.iter_mut() {
         let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
@@ -404,17 +410,17 @@ fn attend_row(
         _ => None,
     };
     let no_bias = matches!(params.bias, Int8Bias::None);
-    let mut logits = [0i64; TILE];
+    let mut logits = [0i64; KEY_TILE];
     // Raw dot products of a tile (from one call of the arch primitive: SMLAD on the Cortex-M
     // DSP cores, Helium on the M55), then the tile's Q15 weights.
-    let mut weights = [0i32; TILE];
+    let mut weights = [0i32; KEY_TILE];
     // P·V partial sums of the last `pending` keys (when dv <= PV_COLUMNS).
     let mut parts = [0i32; PV_COLUMNS];
     let mut pending = 0usize;
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
         while start < run.end {
-            let end = run.end.min(start + TILE);
+            let end = run.end.min(start + KEY_TILE);
             // Keys start..end lie in k_h and v_h (shapes validated): never None.
             let (Some(w), Some(z), Some(keys), Some(rows)) = (
                 weights.get_mut(..end - start),
