@@ -271,7 +271,7 @@ fn norms(mut input: Input<'_>) {
     // The documented preconditions (Int8LayerNorm: eps in [0, 2^45), shifts at most 12).
     let mut exp = Expected::default();
     exp.check(dim == 0 || x.is_empty(), Error::ZeroDimension);
-    let whole_rows = dim != 0 && x.len() % dim == 0;
+    let whole_rows = dim != 0 && x.len().is_multiple_of(dim);
     exp.check(
         !whole_rows,
         Error::LengthMismatch {
