@@ -30,9 +30,12 @@ use microattn::attention::{
     LuongParams, LuongScore, LuongShape, Score, SdpaParams,
 };
 use microattn::graph::{gat, gat_scratch_len, GatParams, GatShape, GatWeights};
+use microattn::graph_int8::{int8_gat, int8_gat_acc_len, int8_gat_scratch_len, Int8GatParams};
 use microattn::kv_cache::{CacheMode, KvCache, KvShape};
 use microattn::layers::int8::{
-    int8_ffn, int8_ffn_scratch_len, int8_layer_norm, Int8FfnParams, Int8LayerNorm, Int8Lut,
+    int8_ffn, int8_ffn_scratch_len, int8_layer_norm, int8_patch_embed,
+    int8_patch_embed_scratch_len, int8_patch_offsets_len, Int8FfnParams, Int8LayerNorm, Int8Lut,
+    Int8PatchEmbed,
 };
 use microattn::layers::{
     decoder_buffer_len, decoder_layer, decoder_scratch_len, encoder_buffer_len, encoder_layer,
@@ -730,6 +733,61 @@ fn main() -> ! {
                 ok = false;
             }
         }
+    }
+
+    // int8 GAT and patch embedding, with integer parameters given directly.
+    {
+        let [x, w, att, out, scratch, image, _, _] = &mut *i8s;
+        let m = [FixedMultiplier::from_real(0.004).unwrap_or(FixedMultiplier::ONE)];
+        let gs = GatShape::new(6, 8, 8, 2);
+        let edges: [u16; 16] = [0, 1, 2, 3, 4, 5, 0, 2, 1, 2, 3, 4, 5, 0, 3, 5];
+        let params = Int8GatParams {
+            lin: Int8Dense {
+                weight: &w[..16 * 8],
+                bias: None,
+                multipliers: &m,
+            },
+            att_src: &att[..16],
+            att_dst: &att[16..32],
+            src_logit: FixedMultiplier::from_real(1.0).unwrap_or(FixedMultiplier::ONE),
+            dst_logit: FixedMultiplier::from_real(1.0).unwrap_or(FixedMultiplier::ONE),
+            slope_q16: 13107,
+            out: FixedMultiplier::from_real(0.01).unwrap_or(FixedMultiplier::ONE),
+            bias: None,
+            concat: true,
+            add_self_loops: true,
+        };
+        ok &= measure("int8_gat", &mut || {
+            int8_gat(
+                &x[..6 * 8],
+                &edges,
+                &params,
+                first(out, 6 * 16),
+                gs,
+                first(scratch, int8_gat_scratch_len(gs)),
+                first(i64s, int8_gat_acc_len(gs)),
+                None,
+            )
+        });
+        let ps = PatchShape::new(3, 8, 8, 4, 16);
+        let (offsets, _) = i32s.split_at_mut(int8_patch_offsets_len(ps));
+        offsets.fill(50);
+        let pe = Int8PatchEmbed {
+            weight: &w[..16 * 48],
+            offsets,
+            multipliers: &m,
+            cls: Some(&att[..16]),
+        };
+        ok &= measure("int8_patch_embed", &mut || {
+            int8_patch_embed(
+                &image[..3 * 64],
+                &pe,
+                first(out, 5 * 16),
+                ps,
+                first(scratch, int8_patch_embed_scratch_len(ps)),
+            )
+            .map(|_| ())
+        });
     }
 
     if ok {
