@@ -1,4 +1,5 @@
-//! Stack high-water mark of every public slice-tier kernel on target.
+//! Stack high-water mark of the public slice-tier kernels on target (all but the int8
+//! encoder/decoder layers, whose prepared parameters take more setup than fits here yet).
 //!
 //! Each kernel runs once, with small shapes, through [`measure`]: the free stack below
 //! `measure`'s frame is painted ([`paint_stack`]), the stack pointer recorded
