@@ -1,5 +1,5 @@
 //! Stack high-water mark of the public slice-tier kernels on target (all but the int8
-//! encoder/decoder layers, whose prepared parameters take more setup than fits here yet).
+//! decoder layer, prepared like the encoder one; not yet measured).
 //!
 //! Each kernel runs once, with small shapes, through [`measure`]: the free stack below
 //! `measure`'s frame is painted ([`paint_stack`]), the stack pointer recorded
@@ -34,9 +34,10 @@ use microattn::graph::{gat, gat_scratch_len, GatParams, GatShape, GatWeights};
 use microattn::graph_int8::{int8_gat, int8_gat_acc_len, int8_gat_scratch_len, Int8GatParams};
 use microattn::kv_cache::{CacheMode, KvCache, KvShape};
 use microattn::layers::int8::{
-    int8_ffn, int8_ffn_scratch_len, int8_layer_norm, int8_patch_embed,
-    int8_patch_embed_scratch_len, int8_patch_offsets_len, Int8FfnParams, Int8LayerNorm, Int8Lut,
-    Int8PatchEmbed,
+    int8_encoder_layer, int8_encoder_scratch_len, int8_encoder_storage_len, int8_ffn,
+    int8_ffn_scratch_len, int8_layer_acc_len, int8_layer_norm, int8_patch_embed,
+    int8_patch_embed_scratch_len, int8_patch_offsets_len, Int8FfnParams, Int8LayerNorm,
+    Int8LayerQuant, Int8Lut, Int8PatchEmbed,
 };
 use microattn::layers::{
     decoder_buffer_len, decoder_layer, decoder_scratch_len, encoder_buffer_len, encoder_layer,
@@ -412,6 +413,59 @@ fn main() -> ! {
                 first(s, decoder_scratch_len(ds)),
             )
         });
+        // int8 encoder layer: quantized from the f32 layer above, scales calibrated on an
+        // int8 input (scale 0.05) in two rounds; the kernel call alone is measured.
+        {
+            let st = int8_encoder_storage_len(es);
+            let [src, wq, o8, sc8, _, _, _, _] = &mut *i8s;
+            let mut mults = [FixedMultiplier::ONE; 512];
+            let prepared = Int8LayerQuant::encoder(
+                &enc,
+                es,
+                &config,
+                first(wq, st.weights),
+                first(w3, st.weight_scales),
+            )
+            .and_then(|layer| {
+                let scales = layer.calibrate(
+                    &src[..len * e],
+                    0.05,
+                    None,
+                    2,
+                    first(o8, len * e),
+                    first(sc8, int8_encoder_scratch_len(es)),
+                    &mut i64s[..],
+                    first(i32s, st.ints),
+                    first(&mut mults, st.multipliers),
+                )?;
+                let mut ints = [0i32; 1024];
+                let mut m2 = [FixedMultiplier::ONE; 512];
+                let params = layer.prepare_encoder(
+                    &scales,
+                    0.05,
+                    first(&mut ints, st.ints),
+                    first(&mut m2, st.multipliers),
+                )?;
+                Ok(measure("int8_encoder_layer", &mut || {
+                    int8_encoder_layer(
+                        &src[..len * e],
+                        &params,
+                        first(o8, len * e),
+                        es,
+                        first(sc8, int8_encoder_scratch_len(es)),
+                        first(i64s, int8_layer_acc_len(e, 2)),
+                        None,
+                    )
+                }))
+            });
+            match prepared {
+                Ok(measured) => ok &= measured,
+                Err(e) => {
+                    println!("int8 encoder layer preparation failed: {}", e);
+                    ok = false;
+                }
+            }
+        }
         // ViT patch embedding: 3×8×8 image, 4×4 patches, width 16, class token.
         let ps = PatchShape::new(3, 8, 8, 4, e);
         let pw = PatchEmbedWeights {
