@@ -515,12 +515,13 @@ fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, ou
     let Ok(mr) = i32::try_from(mr) else {
         return normalize_row(acc, sum >> up, out_multiplier, out);
     };
-    // round_shift(p, n) for n >= 32 as 32-bit work: the magnitude's high word after adding
-    // the half, shifted by n - 32.
+    // round_shift(p, n) (half away from zero) without a branch: (p + half - [p < 0]) >> n,
+    // as for p < 0, -((-p + half) >> n) = (p + half - 1) >> n (2^n - half = half); for
+    // n >= 32 the shift is the high word's, by n - 32.
     if n < 32 {
         return normalize_row(acc, sum >> up, out_multiplier, out);
     }
-    let (half, n_hi) = (1u64 << (n - 1), (n - 32) as u32);
+    let (half, n_hi) = (1i64 << (n - 1), (n - 32) as u32);
     for (o, &a) in out.iter_mut().zip(acc) {
         let Ok(a) = i32::try_from(a) else {
             return normalize_row(acc, sum >> up, out_multiplier, out);
@@ -529,10 +530,10 @@ fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, ou
         if x >> up != a {
             return normalize_row(acc, sum >> up, out_multiplier, out);
         }
-        // |x · mr| < 2^62: no saturation; the rounded magnitude fits 31 bits.
+        // |x · mr| < 2^62: no saturation, no overflow adding half (<= 2^61).
         let p = x as i64 * mr as i64;
-        let magnitude = (((p.unsigned_abs() + half) >> 32) as u32 >> n_hi) as i64;
-        *o = saturate_i8(if p < 0 { -magnitude } else { magnitude });
+        let rounded = ((p + half + (p >> 63)) >> 32) as i32 >> n_hi;
+        *o = saturate_i8(rounded as i64);
     }
 }
 
