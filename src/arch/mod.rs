@@ -33,6 +33,8 @@ mod cortex_m_fpu;
 mod int8;
 #[cfg(all(target_arch = "arm", arm_mve))]
 mod mve;
+#[cfg(all(target_arch = "arm", arm_mve))]
+pub(crate) mod mve_softmax;
 pub use int8::{dot_i8, dot_i8_keys, pv_i8};
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -9,7 +9,7 @@
 use super::bias::Int8Bias;
 use super::score::{Int8Logits, MAX_D};
 use super::softmax::{
-    normalize_row, rescale, sdpa_weight, sdpa_weight_q20, IntOnlineSoftmax, SDPA_ONE, WEIGHT_ZERO_T,
+    normalize_row, rescale, sdpa_weight, IntOnlineSoftmax, SDPA_ONE, WEIGHT_ZERO_T,
 };
 use crate::arch;
 use crate::attention::{AttentionShape, Score, TILE};
@@ -256,6 +256,11 @@ fn run(
     let Some(group) = heads.checked_div(kv_heads) else {
         return;
     };
+    let mut bufs = RowBuffers {
+        logits: [0; KEY_TILE],
+        weights: [0; KEY_TILE],
+        parts: [0; PV_COLUMNS],
+    };
     // Once per call (a 64-bit division), not per row.
     let diff_scale = match params.logits {
         Int8Logits::Dot { logit } => Some(DiffScale::new(logit)),
@@ -289,10 +294,32 @@ fn run(
                 .zip(out_h.chunks_exact_mut(dv.max(1)))
                 .enumerate()
             {
-                attend_row(q_row, k_h, v_h, acc, out_row, h, i, params, diff_scale);
+                attend_row(
+                    q_row, k_h, v_h, acc, out_row, h, i, params, diff_scale, &mut bufs,
+                );
             }
         }
     }
+}
+
+/// The constants of the Q15 `exp2` for the Helium weight loop.
+#[cfg(all(target_arch = "arm", arm_mve))]
+const EXP2_Q15: arch::mve_softmax::Exp2Q15<'static> = arch::mve_softmax::Exp2Q15 {
+    table: &super::softmax::EXP2_NEG_64THS_Q31,
+    ln2_q32: super::softmax::LN2_Q32,
+    ln2_third_q32: super::softmax::LN2_THIRD_Q32,
+};
+
+/// Per-row work arrays of [`attend_row`], cleared once per call: `logits` and `weights` are
+/// written before they are read, and `parts` is all zeros again after each row's last flush.
+struct RowBuffers {
+    /// Logits of a tile (scores other than dot, or with a bias).
+    logits: [i64; KEY_TILE],
+    /// Raw dot products of a tile (from one call of the arch primitive: SMLAD on the
+    /// Cortex-M DSP cores, Helium on the M55), then the tile's Q15 weights.
+    weights: [i32; KEY_TILE],
+    /// P·V partial sums of the last `pending` keys (when dv <= PV_COLUMNS).
+    parts: [i32; PV_COLUMNS],
 }
 
 /// Keys whose `P·V` products an `i32` partial sum holds exactly: `511 · 2^22 < 2^31`.
@@ -302,6 +329,11 @@ const PENDING_KEYS: usize = 511;
 #[inline]
 fn flush(acc: &mut [i64], parts: &mut [i32; PV_COLUMNS], pending: &mut usize) {
     if *pending == 0 {
+        return;
+    }
+    #[cfg(all(target_arch = "arm", arm_mve))]
+    if arch::mve_softmax::flush(acc, parts) {
+        *pending = 0;
         return;
     }
     for (a, p) in acc.iter_mut().zip(parts.iter_mut()) {
@@ -369,13 +401,20 @@ fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale
         ds.t(u32::try_from(x).unwrap_or(u32::MAX)) as u64
     });
     let max = max as i32;
-    // At most KEY_TILE · 2^15: no overflow.
-    let mut sum = 0u32;
-    for x in w.iter_mut() {
-        let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
-        sum += weight;
-        *x = weight as i32;
-    }
+    #[cfg(all(target_arch = "arm", arm_mve))]
+    let sum = arch::mve_softmax::dot_weights(w, max, ds.lo, ds.hi, ds.cutoff, EXP2_Q15);
+    #[cfg(not(all(target_arch = "arm", arm_mve)))]
+    let sum = {
+        use super::softmax::sdpa_weight_q20;
+        // At most KEY_TILE · 2^15: no overflow.
+        let mut sum = 0u32;
+        for x in w.iter_mut() {
+            let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
+            sum += weight;
+            *x = weight as i32;
+        }
+        sum
+    };
     softmax.add(sum as i64);
     factor
 }
@@ -398,7 +437,13 @@ fn attend_row(
     row: usize,
     params: &Int8SdpaParams<'_>,
     diff_scale: Option<DiffScale>,
+    bufs: &mut RowBuffers,
 ) {
+    let RowBuffers {
+        logits,
+        weights,
+        parts,
+    } = bufs;
     let (d, dv) = (q_row.len(), acc.len());
     let lk = k_h.len() / d;
     acc.fill(0);
@@ -410,12 +455,6 @@ fn attend_row(
         _ => None,
     };
     let no_bias = matches!(params.bias, Int8Bias::None);
-    let mut logits = [0i64; KEY_TILE];
-    // Raw dot products of a tile (from one call of the arch primitive: SMLAD on the Cortex-M
-    // DSP cores, Helium on the M55), then the tile's Q15 weights.
-    let mut weights = [0i32; KEY_TILE];
-    // P·V partial sums of the last `pending` keys (when dv <= PV_COLUMNS).
-    let mut parts = [0i32; PV_COLUMNS];
     let mut pending = 0usize;
     for run in params.mask.row(row, lk) {
         let mut start = run.start;
@@ -463,9 +502,17 @@ fn attend_row(
                 }
             };
             if factor != SDPA_ONE {
-                flush(acc, &mut parts, &mut pending);
-                for a in acc.iter_mut() {
-                    *a = rescale(*a, factor);
+                #[cfg(all(target_arch = "arm", arm_mve))]
+                let done = arch::mve_softmax::flush_rescale(acc, parts, factor);
+                #[cfg(not(all(target_arch = "arm", arm_mve)))]
+                let done = false;
+                if done {
+                    pending = 0;
+                } else {
+                    flush(acc, parts, &mut pending);
+                    for a in acc.iter_mut() {
+                        *a = rescale(*a, factor);
+                    }
                 }
             }
             // P·V of the tile in the i32 partial sums: each key adds at most 2^15 · 128 = 2^22
@@ -473,7 +520,7 @@ fn attend_row(
             // added to the i64 accumulators (before a rescale, at the end, and when full).
             let n = end - start;
             if pending + n > PENDING_KEYS || dv > PV_COLUMNS {
-                flush(acc, &mut parts, &mut pending);
+                flush(acc, parts, &mut pending);
             }
             pending += n;
             for (chunk, acc_chunk) in acc.chunks_mut(PV_COLUMNS).enumerate() {
@@ -490,7 +537,7 @@ fn attend_row(
             start = end;
         }
     }
-    flush(acc, &mut parts, &mut pending);
+    flush(acc, parts, &mut pending);
     normalize_row_fast(acc, softmax.sum(), params.out, out_row);
 }
 
@@ -520,6 +567,10 @@ fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, ou
     // n >= 32 the shift is the high word's, by n - 32.
     if n < 32 {
         return normalize_row(acc, sum >> up, out_multiplier, out);
+    }
+    #[cfg(all(target_arch = "arm", arm_mve))]
+    if arch::mve_softmax::normalize_row(acc, -up, mr as i64, n as u32, out) {
+        return;
     }
     let (half, n_hi) = (1i64 << (n - 1), (n - 32) as u32);
     for (o, &a) in out.iter_mut().zip(acc) {

@@ -74,7 +74,7 @@ pub(crate) const SDPA_ONE: i64 = 1 << SDPA_WEIGHT_BITS;
 pub(crate) const SDPA_WEIGHT_MAX: u32 = (1 << SDPA_WEIGHT_BITS) - 1;
 
 /// `round(2^31 · 2^(-k/64))` for `k` in `0..64` (checked against f64 in the tests).
-const EXP2_NEG_64THS_Q31: [u32; 64] = [
+pub(crate) const EXP2_NEG_64THS_Q31: [u32; 64] = [
     2147483648, 2124350982, 2101467502, 2078830522, 2056437387, 2034285470, 2012372174, 1990694927,
     1969251188, 1948038440, 1927054196, 1906295993, 1885761398, 1865448001, 1845353420, 1825475297,
     1805811301, 1786359126, 1767116489, 1748081133, 1729250827, 1710623359, 1692196547, 1673968228,
@@ -85,9 +85,9 @@ const EXP2_NEG_64THS_Q31: [u32; 64] = [
     1170923762, 1158310587, 1145833280, 1133490379, 1121280436, 1109202018, 1097253708, 1085434106,
 ];
 /// `round(ln 2 · 2^32)`.
-const LN2_Q32: u32 = 2977044472;
+pub(crate) const LN2_Q32: u32 = 2977044472;
 /// `round(ln 2 / 3 · 2^32)`.
-const LN2_THIRD_Q32: u32 = 992348157;
+pub(crate) const LN2_THIRD_Q32: u32 = 992348157;
 
 /// The Q20 logit difference from which every SDPA weight is 0: 17.
 pub(crate) const WEIGHT_ZERO_T: u32 = 17 << LOGIT_FRAC_BITS;
@@ -181,6 +181,8 @@ pub(crate) fn sdpa_weight(t: u64) -> i32 {
 
 /// [`sdpa_weight`] of a 32-bit `t` (the SDPA's dot-score path).
 #[inline(always)]
+// The Helium build has its own weight loop (arch::mve_softmax::dot_weights).
+#[cfg_attr(all(target_arch = "arm", arm_mve), allow(dead_code))]
 pub(crate) fn sdpa_weight_q20(t: u32) -> u32 {
     exp2_neg_q15(t as u64).min(SDPA_WEIGHT_MAX)
 }
