@@ -22,6 +22,8 @@
 //! lanes, so each row's softmax runs down a column with no horizontal reduction.
 
 pub mod scalar;
+// The generic vector kernels behind the x86 and NEON backends.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod simd;
 // Int8 primitives, backend chosen at compile time (Cortex-M DSP / Helium): see `int8.rs`.
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]

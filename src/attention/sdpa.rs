@@ -36,6 +36,7 @@ mod blocked;
 /// Query rows from which calls that qualify take the blocked path (fewer rows, e.g. a decode
 /// step, would mostly fill a block with padding). The choice depends only on the shape, so
 /// every row of a call is computed the same way.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub const BLOCKED_MIN_ROWS: usize = 8;
 
 /// Keys scored per step of the online softmax of the int8 kernel: 32 logits = 128 bytes of
