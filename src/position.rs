@@ -80,7 +80,14 @@ fn sin_cos(pos: f64, inv_freq: f64) -> (f32, f32) {
     // `TAU` is 2π to 2.5e-16, so `turns * TAU` adds at most `turns * 2.5e-16` rad: nothing at
     // f32 precision.
     let turns = libm::round(angle / TAU);
-    let reduced = (angle - turns * TAU) as f32;
+    let mut reduced = angle - turns * TAU;
+    // Past about 2^60 rad the product `turns * TAU` is off by more than a turn (and past
+    // 1e54 by more than f32::MAX): take the exact remainder instead. Such a position has no
+    // meaningful phase left anyway; the point is a finite value.
+    if libm::fabs(reduced) > TAU {
+        reduced = libm::fmod(angle, TAU);
+    }
+    let reduced = reduced as f32;
     (sin(reduced), cos(reduced))
 }
 

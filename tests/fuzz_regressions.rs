@@ -1,6 +1,6 @@
-//! Bugs found by the fuzz targets (`scripts/fuzz`) that are still open in the library: each
-//! is the smallest reproducer of a fuzz crash, `#[ignore]`d until its kernel's owner fixes
-//! it (then drop the `#[ignore]` and the matching guard in the fuzz target).
+//! Regression tests of bugs found by the fuzz targets (`scripts/fuzz`): each is the smallest
+//! reproducer of a fuzz finding. Both are fixed; an open one would be `#[ignore]`d with its
+//! reason, and its fuzz target would skip the input until the fix.
 
 use microattn::layers::int8::{int8_patch_embed, Int8PatchEmbed};
 use microattn::layers::PatchShape;
@@ -13,7 +13,6 @@ use microattn::Error;
 /// wraps in release. The f32 `patch_embed` returns `ShapeOverflow` here
 /// (tests/bad_input.rs `patch_embed_huge_shape_is_an_error`); the int8 one must too.
 #[test]
-#[ignore = "open bug: src/layers/int8/vit.rs computes grid_h * grid_w unchecked"]
 fn int8_patch_embed_huge_shape_is_an_error() {
     let shape = PatchShape::new(1, usize::MAX, usize::MAX / 2, 1, 1);
     let params = Int8PatchEmbed {
@@ -32,7 +31,6 @@ fn int8_patch_embed_huge_shape_is_an_error() {
 /// (the f64 rounding error of the angle alone is ~1e39), which becomes inf in f32, and the
 /// sine of inf is NaN: NaN from finite, valid inputs. The same `sin_cos` serves `rope`.
 #[test]
-#[ignore = "open bug: src/position.rs sin_cos casts an unreduced huge angle to f32"]
 fn sinusoid_of_a_huge_angle_is_finite() {
     use microattn::position::sinusoidal_table;
     let (len, dim) = (1, 7);

@@ -156,7 +156,7 @@ pub fn int8_patch_embed(
         return Err(Error::ZeroDimension);
     };
     nonzero(&[grid_h, grid_w])?;
-    let patches = grid_h * grid_w;
+    let patches = mul(grid_h, grid_w)?;
     let patch_len = product(&[c, p, p])?;
     if patch_len > crate::attention::int8::MAX_DENSE_IN {
         return Err(Error::InvalidParameter);
