@@ -12,6 +12,7 @@
 //! | `std` | host conveniences (runtime SIMD dispatch, calibration helpers) |
 //! | `defmt` | `defmt::Format` on public types, for firmware logging |
 //! | `rayon` | heads in parallel on a rayon pool ([`par::sdpa_par`]; implies `std`) |
+//! | `nightly` | a portable `core::simd` backend, `arch` backend `portable` (nightly toolchain only) |
 //!
 //! ```
 //! use microattn::attention::{sdpa_fixed, SdpaParams};
@@ -27,6 +28,7 @@
 //! # Ok::<(), microattn::Error>(())
 //! ```
 #![no_std]
+#![cfg_attr(feature = "nightly", feature(portable_simd))]
 #![deny(missing_docs)]
 
 #[cfg(feature = "std")]

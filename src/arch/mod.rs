@@ -10,6 +10,7 @@
 //! | `avx2` | x86_64 with AVX2, FMA and F16C | at run time with `std`, else by `-C target-feature` |
 //! | `avx512` | x86_64 with AVX-512F (and FMA, F16C), built with rustc ≥ 1.89 | likewise |
 //! | `neon` | aarch64 | likewise (NEON is in every aarch64 Linux target) |
+//! | `portable` | everywhere, with the `nightly` feature (`core::simd`, 8 lanes) | over `scalar` only: any ISA backend above wins |
 //!
 //! With the `std` feature the best backend the CPU supports is chosen once, at the first
 //! call, with `is_x86_feature_detected!` (the environment variable `MICROATTN_BACKEND` may
@@ -22,9 +23,12 @@
 //! lanes, so each row's softmax runs down a column with no horizontal reduction.
 
 pub mod scalar;
-// The generic vector kernels behind the x86 and NEON backends.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+// The generic vector kernels behind the x86, NEON and portable backends.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", feature = "nightly"))]
 mod simd;
+// `core::simd` backend (nightly only), on every target.
+#[cfg(feature = "nightly")]
+mod portable;
 // Int8 primitives, backend chosen at compile time (Cortex-M DSP / Helium): see `int8.rs`.
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
 mod cortex_m_dsp;
@@ -133,6 +137,8 @@ static SCALAR: Table = Table {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Id {
     Scalar = 1,
+    #[cfg(feature = "nightly")]
+    Portable = 6,
     #[cfg(target_arch = "x86_64")]
     Avx2 = 2,
     #[cfg(all(target_arch = "x86_64", microattn_avx512))]
@@ -145,6 +151,8 @@ enum Id {
 
 const ALL: &[Id] = &[
     Id::Scalar,
+    #[cfg(feature = "nightly")]
+    Id::Portable,
     #[cfg(target_arch = "x86_64")]
     Id::Avx2,
     #[cfg(all(target_arch = "x86_64", microattn_avx512))]
@@ -159,6 +167,8 @@ impl Id {
     fn table(self) -> &'static Table {
         match self {
             Id::Scalar => &SCALAR,
+            #[cfg(feature = "nightly")]
+            Id::Portable => &portable::entry_points::TABLE,
             #[cfg(target_arch = "x86_64")]
             Id::Avx2 => &x86::avx2::TABLE,
             #[cfg(all(target_arch = "x86_64", microattn_avx512))]
@@ -174,7 +184,10 @@ impl Id {
     /// compile-time target features without.
     fn available(self) -> bool {
         match self {
+            // No CPU feature needed.
             Id::Scalar => true,
+            #[cfg(feature = "nightly")]
+            Id::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Id::Avx2 => x86::has_avx2(),
             #[cfg(all(target_arch = "x86_64", microattn_avx512))]
@@ -238,7 +251,7 @@ fn multiple_of(len: usize, unit: usize) -> Result<(), Error> {
 // were checked when this `Backend` was made (`Id::available`), and each call's slice
 // preconditions (stated on the `simd.rs` kernel as "Caller:") are checked just before it.
 impl Backend {
-    /// The backend's name: `scalar`, `avx2`, `avx512` or `neon`.
+    /// The backend's name: `scalar`, `avx2`, `avx512`, `neon` or `portable`.
     pub fn name(self) -> &'static str {
         self.table.name
     }

@@ -779,92 +779,95 @@ pub(super) unsafe fn fma_peak<V: Vector, const CHAINS: usize>(iterations: usize)
 /// `TABLE`: `simd_backend!(VectorType, "features", "name", qk = (RV, J), pv = (R, C))` with the
 /// register blocking of the Q·Kᵀ (`RV` row vectors × `J` keys) and P·V (`R` rows × `C`
 /// column vectors) micro-kernels.
+///
+/// `simd_backend!(VectorType, portable, "name", ...)` makes entry points without
+/// `#[target_feature]`, for a vector type that runs on every CPU (`portable.rs`).
 macro_rules! simd_backend {
-    ($v:ty, $features:literal, $name:literal, qk = ($rv:literal, $j:literal), pv = ($r:literal, $c:literal), peak_chains = $chains:literal) => {
+    (@attrs [$($attr:meta)?] $v:ty, $name:literal, qk = ($rv:literal, $j:literal), pv = ($r:literal, $c:literal), peak_chains = $chains:literal) => {
         use crate::arch::{simd, Table, BLOCK_ROWS};
         use half::{bf16, f16};
 
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
             simd::dot::<$v, f32>(a, b)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
             simd::dot::<$v, f16>(a, b)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn dot_bf16(a: &[bf16], b: &[bf16]) -> f32 {
             simd::dot::<$v, bf16>(a, b)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn sq_l2_distance(a: &[f32], b: &[f32]) -> f32 {
             simd::sq_l2_distance::<$v>(a, b)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn l1_distance(a: &[f32], b: &[f32]) -> f32 {
             simd::l1_distance::<$v>(a, b)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
             simd::axpy::<$v, f32>(alpha, x, y)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
             simd::axpy::<$v, f16>(alpha, x, y)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn axpy_bf16(alpha: f32, x: &[bf16], y: &mut [f32]) {
             simd::axpy::<$v, bf16>(alpha, x, y)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn widen_f16(src: &[f16], dst: &mut [f32]) {
             simd::widen::<$v, f16>(src, dst)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
             simd::widen::<$v, bf16>(src, dst)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn narrow_f16(src: &[f32], dst: &mut [f16]) {
             simd::narrow_f16::<$v>(src, dst)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn scale(y: &mut [f32], alpha: f32) {
             simd::scale::<$v>(y, alpha)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn max(x: &[f32]) -> f32 {
             simd::max::<$v>(x)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn exp_sum(x: &mut [f32], shift: f32) -> f32 {
             simd::exp_sum::<$v>(x, shift)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn dot_keys(q: &[f32], k: &[f32], ks: usize, scale: f32, s: &mut [f32]) {
             simd::dot_keys::<$v, f32>(q, k, ks, scale, s)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn dot_keys_f16(q: &[f16], k: &[f16], ks: usize, scale: f32, s: &mut [f32]) {
             simd::dot_keys::<$v, f16>(q, k, ks, scale, s)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn dot_keys_bf16(q: &[bf16], k: &[bf16], ks: usize, scale: f32, s: &mut [f32]) {
             simd::dot_keys::<$v, bf16>(q, k, ks, scale, s)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn pv_row(p: &[f32], v: &[f32], vs: usize, acc: &mut [f32]) {
             simd::pv_row::<$v, f32>(p, v, vs, acc)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn pv_row_f16(p: &[f32], v: &[f16], vs: usize, acc: &mut [f32]) {
             simd::pv_row::<$v, f16>(p, v, vs, acc)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn pv_row_bf16(p: &[f32], v: &[bf16], vs: usize, acc: &mut [f32]) {
             simd::pv_row::<$v, bf16>(p, v, vs, acc)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn qk_block(
             qt: &[f32],
             d: usize,
@@ -875,7 +878,7 @@ macro_rules! simd_backend {
         ) -> bool {
             simd::qk_block::<$v, $rv, $j>(qt, d, k, ks, scale, s)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn softmax_block(
             s: &mut [f32],
             m: &mut [f32; BLOCK_ROWS],
@@ -884,7 +887,7 @@ macro_rules! simd_backend {
         ) {
             simd::softmax_block::<$v>(s, m, l, alpha)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn pv_block(
             p: &[f32],
             v: &[f32],
@@ -895,7 +898,7 @@ macro_rules! simd_backend {
         ) {
             simd::pv_block::<$v, $r, $c>(p, v, vs, dvp, alpha, acc)
         }
-        #[target_feature(enable = $features)]
+        $(#[$attr])?
         unsafe fn fma_peak(iterations: usize) -> f32 {
             simd::fma_peak::<$v, $chains>(iterations)
         }
@@ -931,6 +934,12 @@ macro_rules! simd_backend {
             pv_block,
             fma_peak,
         };
+    };
+    ($v:ty, portable, $name:literal, qk = ($rv:literal, $j:literal), pv = ($r:literal, $c:literal), peak_chains = $chains:literal) => {
+        $crate::arch::simd::simd_backend!(@attrs [] $v, $name, qk = ($rv, $j), pv = ($r, $c), peak_chains = $chains);
+    };
+    ($v:ty, $features:literal, $name:literal, qk = ($rv:literal, $j:literal), pv = ($r:literal, $c:literal), peak_chains = $chains:literal) => {
+        $crate::arch::simd::simd_backend!(@attrs [target_feature(enable = $features)] $v, $name, qk = ($rv, $j), pv = ($r, $c), peak_chains = $chains);
     };
 }
 pub(super) use simd_backend;
