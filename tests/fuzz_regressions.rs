@@ -38,3 +38,44 @@ fn sinusoid_of_a_huge_angle_is_finite() {
     sinusoidal_table(&mut pe, len, dim, usize::MAX, 4.012e-42).unwrap();
     assert!(pe.iter().all(|v| v.is_finite()), "{pe:?}");
 }
+
+/// Found by the `sdpa_typed` fuzz target: with an ALiBi slope of `-f32::MAX` the bias of a
+/// distant key overflowed to +inf, and a cosine logit scaled by `-f32::MAX` could round to
+/// -inf: their sum was NaN, the row's softmax sum NaN, and the row came out as zeros. Every
+/// value is `-f32::MAX`, so every output must be too (up to the saturation's rounding).
+#[test]
+fn alibi_overflow_plus_overflowing_logit_is_not_nan() {
+    use microattn::attention::{sdpa_typed, AttentionShape, Bias, Score, SdpaParams};
+    use microattn::mask::Mask;
+    const MAX: f32 = f32::MAX;
+    const TINY: f32 = f32::MIN_POSITIVE;
+    let shape = AttentionShape::multi_head(1, 1, 4, 9, 3, 2);
+    let q = [
+        -MAX, -MAX, -MAX, -MAX, -MAX, -MAX, -MAX, TINY, TINY, TINY, TINY, TINY,
+    ];
+    let mut k = [-MAX; 27];
+    k[..9].fill(TINY);
+    k[14..20].copy_from_slice(&[-1e30, -3.5, -1e30, 3.4375, 5.5625, -3.5]);
+    let v = [-MAX; 18];
+    let slopes = [-MAX];
+    let params = SdpaParams {
+        scale: Some(-MAX),
+        score: Score::Cosine,
+        mask: Mask::NONE.with_offset(4),
+        bias: Bias::Alibi { slopes: &slopes },
+    };
+    // Every backend (the fuzz build has no `std`, so it ran the scalar one).
+    for backend in microattn::arch::backends() {
+        microattn::arch::select(backend.name());
+        let mut out = [0.0f32; 8];
+        let mut scratch = [0.0f32; 2];
+        sdpa_typed(&q, &k, &v, &mut out, shape, &params, &mut scratch).unwrap();
+        for x in out {
+            assert!(x.is_finite() && x <= -3.0e38, "{}: {out:?}", backend.name());
+        }
+    }
+    // Back to the best backend (the last one listed).
+    if let Some(best) = microattn::arch::backends().last() {
+        microattn::arch::select(best.name());
+    }
+}

@@ -237,7 +237,9 @@ impl Bias<'_> {
             Bias::None => 0.0,
             Bias::Alibi { slopes } => {
                 let distance = relative.unsigned_abs() as f32;
-                slopes.get(head).map_or(0.0, |&m| -m * distance)
+                // Saturated: a steep slope times a long distance overflows to ±inf, and a
+                // logit at ∓inf plus it would be NaN.
+                slopes.get(head).map_or(0.0, |&m| saturate(-m * distance))
             }
             Bias::T5 {
                 bidirectional,

@@ -568,7 +568,7 @@ impl<E: Element> RowKeys<'_, '_, E> {
                         };
                         // Saturate at ±f32::MAX: a logit that overflowed to ±inf would
                         // otherwise give NaN (inf - inf) or a zero row for an allowed key.
-                        *t = saturate(logit + params.bias.value(head, position, j));
+                        *t = saturate(saturate(logit) + params.bias.value(head, position, j));
                     }
                 }
                 f(tile, v_tile);

@@ -323,7 +323,7 @@ impl Call<'_, '_> {
                     } else {
                         Score::Dot.logit(q_row, k_row, 1.0, self.scale)
                     };
-                    *x = saturate(logit + bias.value(head, position, key));
+                    *x = saturate(saturate(logit) + bias.value(head, position, key));
                 }
             }
         }
