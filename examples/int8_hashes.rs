@@ -16,6 +16,7 @@
 
 #[path = "../tests/conformance/case.rs"]
 mod case;
+mod common;
 #[path = "../tests/conformance/params.rs"]
 mod params;
 
@@ -27,67 +28,11 @@ use microattn::attention::AttentionShape;
 use microattn::mask::Mask;
 use microattn::quant::{quantize, QParams};
 use params::{opt_f64, q_pos_offset, score, BiasSpec, MaskList};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let dir = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases")
-        });
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(e) => {
-            eprintln!("int8_hashes: cannot read {}: {e}", dir.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    files.sort();
-    let mut failed = false;
-    for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("int8_hashes: {}: {e}", path.display());
-                failed = true;
-                continue;
-            }
-        };
-        let case = match Case::from_json(&text) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("int8_hashes: {}: {e}", path.display());
-                failed = true;
-                continue;
-            }
-        };
-        if case.op != "sdpa" || !case.tolerance.iter().any(|(t, _)| t == "i8") {
-            continue;
-        }
-        match run(&case) {
-            Ok(out) => println!("hash {} {:#010x}", case.name, fnv1a(&out)),
-            Err(e) => {
-                eprintln!("int8_hashes: {}: {e}", case.name);
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// FNV-1a (32-bit) of int8 bytes, as the firmware computes it.
-fn fnv1a(bytes: &[i8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ b as u8 as u32).wrapping_mul(0x0100_0193)
+    common::hash_cases("int8_hashes", |case| {
+        (case.op == "sdpa" && common::has_i8(case)).then(|| run(case))
     })
 }
 
