@@ -232,3 +232,235 @@ fn int8_sdpa_output_is_the_same_on_every_path() {
         assert_eq!(other, &outputs[0]);
     }
 }
+
+/// The Q15 `exp2` constants from their definitions in f64 (the kernel's are checked against
+/// the same definitions in its unit tests).
+fn exp2_constants() -> ([u32; 64], u32, u32) {
+    let mut table = [0u32; 64];
+    for (k, t) in table.iter_mut().enumerate() {
+        *t = (2f64.powf(31.0 - k as f64 / 64.0)).round() as u32;
+    }
+    let ln2 = std::f64::consts::LN_2 * 2f64.powi(32);
+    (table, ln2.round() as u32, (ln2 / 3.0).round() as u32)
+}
+
+/// One `dot_weights_q15` input: raw dot products and the scale.
+struct WeightCase {
+    x: Vec<i32>,
+    max: i32,
+    lo: u32,
+    hi: u32,
+    cutoff: u32,
+}
+
+/// Runs every case on the current path and on `arch::scalar`: the same weights and sums, bit
+/// for bit (from an offset into a longer buffer too, so the vector loads are unaligned and
+/// the lengths hit every tail).
+fn check_weights(path: &str, cases: &[WeightCase], exp2: &arch::Exp2Q15<'_>) {
+    for (i, c) in cases.iter().enumerate() {
+        let offset = i % 4;
+        let mut buf = vec![0x1234_5678i32; offset + c.x.len() + 3];
+        buf[offset..offset + c.x.len()].copy_from_slice(&c.x);
+        let mut want = c.x.clone();
+        let want_sum = arch::scalar::dot_weights_q15(&mut want, c.max, c.lo, c.hi, c.cutoff, exp2);
+        let got_sum = arch::dot_weights_q15(
+            &mut buf[offset..offset + c.x.len()],
+            c.max,
+            c.lo,
+            c.hi,
+            c.cutoff,
+            exp2,
+        );
+        let got = &buf[offset..offset + c.x.len()];
+        if got != want.as_slice() {
+            let j = (0..want.len()).find(|&j| got[j] != want[j]).unwrap();
+            panic!(
+                "{path}: case {i} key {j}: x {} max {} lo {} hi {} cutoff {}: {} (scalar {})",
+                c.x[j], c.max, c.lo, c.hi, c.cutoff, got[j], want[j]
+            );
+        }
+        assert_eq!(got_sum, want_sum, "{path}: case {i}: sum");
+        // Nothing written outside the slice.
+        assert!(buf[..offset].iter().all(|&b| b == 0x1234_5678), "{path}");
+        assert!(
+            buf[offset + c.x.len()..].iter().all(|&b| b == 0x1234_5678),
+            "{path}"
+        );
+    }
+}
+
+/// Keys whose logit difference is `t` itself (`hi = 1, lo = 0`: `t = d`), 32 or 37 per case.
+fn t_cases(ts: impl Iterator<Item = u32>, cutoff: u32) -> Vec<WeightCase> {
+    let ts: Vec<u32> = ts.collect();
+    let max = i32::MAX;
+    ts.chunks(37)
+        .flat_map(|c| c.chunks(if c.len() == 37 { 32 } else { 37 }))
+        .map(|c| WeightCase {
+            x: c.iter().map(|&t| max.wrapping_sub(t as i32)).collect(),
+            max,
+            lo: 0,
+            hi: 1,
+            cutoff,
+        })
+        .collect()
+}
+
+/// The scalar weights against `2^-t` in f64: within half a Q15 step (plus the polynomial's
+/// 2e-4 of a step), capped at `2^15 - 1`, 0 from `t = 17·2^20` on and from the cutoff on;
+/// `t` computed here as `floor(d·(hi·2^32 + lo) / 2^32)` in `u128`, modulo 2^32.
+#[test]
+fn scalar_weights_are_2_to_the_minus_t() {
+    let (table, ln2, ln2_third) = exp2_constants();
+    let exp2 = arch::Exp2Q15 {
+        table: &table,
+        ln2_q32: ln2,
+        ln2_third_q32: ln2_third,
+    };
+    let mut rng = Rng(4);
+    let mut worst = 0.0f64;
+    for round in 0..2000 {
+        // A logit multiplier below 2^8 Q20 units per raw unit, as the SDPA's (q32 < 2^40).
+        let q32 = rng.next_u64() >> (24 + rng.below(40));
+        let (lo, hi) = (q32 as u32, (q32 >> 32) as u32);
+        let max = rng.next_u64() as i32;
+        let cutoff = if round % 2 == 0 {
+            u32::MAX
+        } else {
+            rng.next_u64() as u32 >> rng.below(32)
+        };
+        let mut x: Vec<i32> = (0..33)
+            .map(|_| max.wrapping_sub((rng.next_u64() as u32 >> rng.below(32)) as i32))
+            .collect();
+        let d: Vec<u32> = x.iter().map(|&v| max.abs_diff(v)).collect();
+        let sum = arch::scalar::dot_weights_q15(&mut x, max, lo, hi, cutoff, &exp2);
+        assert_eq!(sum, x.iter().map(|&v| v as u32).sum::<u32>());
+        for (&w, &d) in x.iter().zip(&d) {
+            // Wrapping, as documented (the SDPA's cutoff keeps t below 2^25).
+            let t = ((d as u128 * q32 as u128) >> 32) as u32;
+            if d >= cutoff || t >= 17 << 20 {
+                assert_eq!(w, 0, "d {d} t {t}");
+                continue;
+            }
+            let exact = (2f64.powf(-(t as f64) / (1u64 << 20) as f64) * 32768.0).min(32767.0);
+            let err = (w as f64 - exact).abs();
+            worst = worst.max(err);
+            assert!(err <= 0.5002, "t {t}: {w} against {exact}");
+        }
+    }
+    assert!(
+        worst > 0.4,
+        "the sweep reached rounding boundaries ({worst})"
+    );
+    // Exact points: 2^0 is capped, 2^-1, 2^-15, 2^-16 rounds up to one step, 2^-17 is 0.
+    let mut w = [
+        0,
+        -(1 << 20),
+        -(15 << 20),
+        -(16 << 20),
+        -((16 << 20) + 64),
+        -(17 << 20),
+    ];
+    arch::scalar::dot_weights_q15(&mut w, 0, 0, 1, u32::MAX, &exp2);
+    assert_eq!(w, [32767, 1 << 14, 1, 1, 0, 0]);
+}
+
+/// Every path gives the scalar weights, bit for bit: every `t` below 2^21, every `t` within
+/// 64 of each table step and within 4096 of each power of two up to 2^-17 and past it, `d`
+/// around cutoffs, extreme `max` and `x` (`d` up to 2^32 - 1), random multipliers as the SDPA
+/// builds them and random ones, and random `exp2` constants (the arithmetic wraps the same
+/// way for any).
+#[test]
+fn dot_weights_q15_matches_scalar_on_every_path() {
+    let (table, ln2, ln2_third) = exp2_constants();
+    let exp2 = arch::Exp2Q15 {
+        table: &table,
+        ln2_q32: ln2,
+        ln2_third_q32: ln2_third,
+    };
+    let mut cases = t_cases(0..1 << 21, u32::MAX);
+    let mut boundary = Vec::new();
+    for n in 0..=18u32 {
+        for k in 0..64u32 {
+            let step = (n << 20) + (k << 14);
+            boundary.extend(step.saturating_sub(64)..step + 64);
+        }
+        boundary.extend((n << 20).saturating_sub(4096)..(n << 20) + 4096);
+    }
+    cases.extend(t_cases(boundary.into_iter(), u32::MAX));
+    // Cutoffs: d just below, at and above.
+    let mut rng = Rng(5);
+    for _ in 0..2000 {
+        let cutoff = rng.next_u64() as u32 >> rng.below(32);
+        let ds = (0..3).map(|i| cutoff.wrapping_add(i).wrapping_sub(1));
+        let mut c = t_cases(
+            ds.chain((0..13).map(|_| rng.next_u64() as u32 >> 12)),
+            cutoff,
+        );
+        cases.append(&mut c);
+    }
+    // Random multipliers, maxima and keys; lengths 0 to 40.
+    for i in 0..20000 {
+        let len = i % 41;
+        let q32 = match i % 3 {
+            0 => rng.next_u64() >> (24 + rng.below(40)),
+            1 => rng.next_u64() >> rng.below(64),
+            _ => rng.next_u64(),
+        };
+        let max = match i % 5 {
+            0 => i32::MAX,
+            1 => i32::MIN,
+            _ => rng.next_u64() as i32,
+        };
+        let x = (0..len)
+            .map(|_| match rng.below(4) {
+                0 => rng.next_u64() as i32,
+                1 => i32::MIN,
+                _ => max.wrapping_sub((rng.next_u64() as u32 >> rng.below(32)) as i32),
+            })
+            .collect();
+        let cutoff = match i % 4 {
+            0 => u32::MAX,
+            1 => rng.next_u64() as u32,
+            _ => rng.next_u64() as u32 >> rng.below(32),
+        };
+        cases.push(WeightCase {
+            x,
+            max,
+            lo: q32 as u32,
+            hi: (q32 >> 32) as u32,
+            cutoff,
+        });
+    }
+    let paths = on_every_path(|path| check_weights(path, &cases, &exp2));
+    assert!(paths.contains(&"scalar"));
+    // Random constants: 200 tables, each over random keys.
+    let mut random = Vec::new();
+    for _ in 0..200 {
+        let mut t = [0u32; 64];
+        t.iter_mut().for_each(|x| *x = rng.next_u64() as u32);
+        let (a, b) = (rng.next_u64() as u32, rng.next_u64() as u32);
+        let mut c = Vec::new();
+        for i in 0..20 {
+            let q32 = rng.next_u64() >> rng.below(64);
+            let max = rng.next_u64() as i32;
+            c.push(WeightCase {
+                x: (0..(i * 7) % 41).map(|_| rng.next_u64() as i32).collect(),
+                max,
+                lo: q32 as u32,
+                hi: (q32 >> 32) as u32,
+                cutoff: rng.next_u64() as u32,
+            });
+        }
+        random.push((t, a, b, c));
+    }
+    on_every_path(|path| {
+        for (table, a, b, c) in &random {
+            let exp2 = arch::Exp2Q15 {
+                table,
+                ln2_q32: *a,
+                ln2_third_q32: *b,
+            };
+            check_weights(path, c, &exp2);
+        }
+    });
+}

@@ -107,6 +107,85 @@ pub fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) -> Result<(), 
     Ok(())
 }
 
+/// The constants of the int8 SDPA's Q15 `exp2` (`2^-t` for a Q20 `t`), as
+/// [`dot_weights_q15`] takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exp2Q15<'a> {
+    /// `round(2^31 · 2^(-k/64))` for `k` in `0..64`.
+    pub table: &'a [u32; 64],
+    /// `round(ln 2 · 2^32)`.
+    pub ln2_q32: u32,
+    /// `round(ln 2 / 3 · 2^32)`.
+    pub ln2_third_q32: u32,
+}
+
+/// The Q20 logit difference from which every [`dot_weights_q15`] weight is 0: 17.
+pub(super) const WEIGHT_ZERO_T: u32 = 17 << 20;
+
+/// Replaces each raw dot product `x` of `w` by its Q15 softmax weight against the running
+/// maximum `max` and returns the sum of the weights (wrapping `u32`): the int8 SDPA's weight
+/// loop (dot score, no bias), every version with the bits of [`scalar::dot_weights_q15`].
+///
+/// Per key, with `d = |max - x|` (a `u32`): `t = hi32(d·lo) + d·hi` (wrapping), the Q20 base-2
+/// logit difference for the logit multiplier `(hi·2^32 + lo) / 2^32`; the weight is 0 when
+/// `d >= cutoff` or `t >= 17·2^20`, else `min(2^-t in Q15, 2^15 - 1)`, with
+/// `t = n + k/64 + r`: `2^-n` a rounded shift, `2^(-k/64)` from `exp2.table` and
+/// `2^-r = e^(-r·ln 2)` a cubic, all in `u32` (see [`scalar::dot_weights_q15`]).
+///
+/// ```
+/// use microattn::arch::{dot_weights_q15, Exp2Q15};
+/// let mut table = [0u32; 64];
+/// for (k, t) in table.iter_mut().enumerate() {
+///     *t = (2f64.powf(31.0 - k as f64 / 64.0)).round() as u32;
+/// }
+/// let ln2 = core::f64::consts::LN_2 * 2f64.powi(32);
+/// let exp2 = Exp2Q15 {
+///     table: &table,
+///     ln2_q32: ln2.round() as u32,
+///     ln2_third_q32: (ln2 / 3.0).round() as u32,
+/// };
+/// // Multiplier 2^20 / 2^32 · 2^32 = 2^20 per unit of d: d = 1 is t = 1.0, weight 1/2.
+/// let mut w = [5, 4, 3, -100];
+/// let sum = dot_weights_q15(&mut w, 5, 0, 1 << 20, u32::MAX, &exp2);
+/// assert_eq!(w, [32767, 16384, 8192, 0]);
+/// assert_eq!(sum, 32767 + 16384 + 8192);
+/// ```
+#[inline]
+pub fn dot_weights_q15(
+    w: &mut [i32],
+    max: i32,
+    lo: u32,
+    hi: u32,
+    cutoff: u32,
+    exp2: &Exp2Q15<'_>,
+) -> u32 {
+    match dot_weights_q15_vector(w, max, lo, hi, cutoff, exp2) {
+        Some(sum) => sum,
+        None => scalar::dot_weights_q15(w, max, lo, hi, cutoff, exp2),
+    }
+}
+
+/// [`dot_weights_q15`] when a vector version runs here (x86_64 with AVX2 or AVX-512, unless
+/// the scalar backend is selected); `None` otherwise, and `w` is untouched (the int8 SDPA then
+/// runs its own scalar loop).
+#[inline]
+pub(crate) fn dot_weights_q15_vector(
+    w: &mut [i32],
+    max: i32,
+    lo: u32,
+    hi: u32,
+    cutoff: u32,
+    exp2: &Exp2Q15<'_>,
+) -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86_int8::dot_weights_q15(w, max, lo, hi, cutoff, exp2);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, max, lo, hi, cutoff, exp2);
+        None
+    }
+}
+
 /// `rows` rows of `width` elements, `stride` apart, fit in `len` elements.
 fn rows_fit(len: usize, rows: usize, stride: usize, width: usize) -> Result<(), Error> {
     if rows == 0 {

@@ -41,7 +41,9 @@ mod int8;
 mod mve;
 #[cfg(all(target_arch = "arm", arm_mve))]
 pub(crate) mod mve_softmax;
-pub use int8::{dot_i8, dot_i8_keys, pv_i8};
+#[cfg(not(all(target_arch = "arm", arm_mve)))]
+pub(crate) use int8::dot_weights_q15_vector;
+pub use int8::{dot_i8, dot_i8_keys, dot_weights_q15, pv_i8, Exp2Q15};
 #[cfg(target_arch = "x86_64")]
 mod x86;
 // Int8 primitives on x86_64 (AVX-512 VNNI, AVX2), run-time dispatch: see `x86_int8.rs`.

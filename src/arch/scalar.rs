@@ -378,3 +378,63 @@ pub fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
         }
     }
 }
+
+/// The int8 SDPA's Q15 softmax weights (the reference of [`super::dot_weights_q15`]): each raw
+/// dot product `x` of `w` becomes `min(2^-t, 2^15 - 1)` in Q15 for `d = |max - x|`,
+/// `t = hi32(d·lo) + d·hi` (Q20), or 0 when `d >= cutoff` or `t >= 17·2^20`; returns the sum
+/// of the weights (wrapping).
+///
+/// `2^-t` with `t = n + k/64 + r`: `2^-n` is a rounded shift, `2^(-k/64)` the Q31 table entry
+/// and `2^-r = e^(-u) ≈ 1 - u + u²/2 - u³/6` for `u = r·ln 2`, every product the top 32 bits
+/// of a 32×32-bit one and every sum wrapping `u32`.
+pub fn dot_weights_q15(
+    w: &mut [i32],
+    max: i32,
+    lo: u32,
+    hi: u32,
+    cutoff: u32,
+    exp2: &super::Exp2Q15<'_>,
+) -> u32 {
+    let mut sum = 0u32;
+    for x in w.iter_mut() {
+        let d = max.abs_diff(*x);
+        let weight = if d >= cutoff {
+            0
+        } else {
+            weight_q15(mul_hi(d, lo).wrapping_add(d.wrapping_mul(hi)), exp2)
+        };
+        sum = sum.wrapping_add(weight);
+        *x = weight as i32;
+    }
+    sum
+}
+
+/// `(a·b) >> 32` of 32-bit operands.
+#[inline(always)]
+fn mul_hi(a: u32, b: u32) -> u32 {
+    ((a as u64 * b as u64) >> 32) as u32
+}
+
+/// `min(2^-t, 2^15 - 1)` in Q15 for a Q20 `t` (0 from `t = 17·2^20` on).
+#[inline(always)]
+fn weight_q15(t: u32, exp2: &super::Exp2Q15<'_>) -> u32 {
+    if t >= super::int8::WEIGHT_ZERO_T {
+        return 0;
+    }
+    let n = t >> 20;
+    let k = (t >> 14) & 63;
+    let r = t & ((1 << 14) - 1);
+    // u = r·ln 2 in Q31, u/3 in Q32.
+    let u = mul_hi(r << 11, exp2.ln2_q32);
+    let u3 = mul_hi(r << 12, exp2.ln2_third_q32);
+    // 1 - u + u²/2 - u³/6 in Q31.
+    let half_sq = mul_hi(u, u);
+    let poly = (1u32 << 31)
+        .wrapping_sub(u)
+        .wrapping_add(half_sq)
+        .wrapping_sub(mul_hi(half_sq, u3));
+    let x = mul_hi(exp2.table.get(k as usize).copied().unwrap_or(0), poly);
+    // Q30 to Q15 with 2^-n, rounded half up: (x + 2^(14+n)) >> (15+n), in a form that
+    // cannot overflow (n <= 16).
+    (((x >> (14 + n)) + 1) >> 1).min((1 << 15) - 1)
+}

@@ -18,7 +18,8 @@
 //! `select("scalar")` gives scalar int8 too, `avx2` caps it at `avx2`. The CPU features are
 //! detected once with `std` and taken from the compile-time target features without.
 
-use super::scalar;
+use super::int8::WEIGHT_ZERO_T;
+use super::{scalar, Exp2Q15};
 use core::arch::x86_64::*;
 
 /// The int8 code paths, worst to best.
@@ -136,6 +137,42 @@ pub(super) unsafe fn pv_i8(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) 
         #[cfg(microattn_avx512)]
         Path::Vnni512 => pv_avx512(w, v, stride, acc),
     }
+}
+
+/// [`scalar::dot_weights_q15`] on the best vector path; `None` on the scalar path (`w` is
+/// untouched).
+#[inline]
+pub(super) fn dot_weights_q15(
+    w: &mut [i32],
+    max: i32,
+    lo: u32,
+    hi: u32,
+    cutoff: u32,
+    exp2: &Exp2Q15<'_>,
+) -> Option<u32> {
+    let scale = WeightScale {
+        max,
+        lo,
+        hi,
+        cutoff,
+    };
+    match path() {
+        Path::Scalar => None,
+        // SAFETY: the path is only chosen when the CPU has AVX2.
+        Path::Avx2 => Some(unsafe { weights_avx2(w, scale, exp2) }),
+        // SAFETY: the path is only chosen when the CPU has AVX-512F/BW/VL and VNNI.
+        #[cfg(microattn_avx512)]
+        Path::Vnni512 => Some(unsafe { weights_avx512(w, scale, exp2) }),
+    }
+}
+
+/// The per-call operands of [`dot_weights_q15`] besides the weights and the `exp2` constants.
+#[derive(Clone, Copy)]
+struct WeightScale {
+    max: i32,
+    lo: u32,
+    hi: u32,
+    cutoff: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,4 +599,130 @@ unsafe fn pv_vnni_pairs<const N: usize>(
             _mm512_mask_storeu_epi32(p.cast(), mask, _mm512_add_epi32(a, sum));
         }
     }
+}
+
+/// `(a·b) >> 32` per 32-bit lane: `vpmuludq` on the even lanes and on the odd lanes moved
+/// down, the high halves put back in place by a blend.
+#[inline(always)]
+unsafe fn mul_hi_avx2(a: __m256i, b: __m256i) -> __m256i {
+    let even = _mm256_mul_epu32(a, b);
+    let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(b));
+    _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd)
+}
+
+/// Lanes where `a >= b` as unsigned (all ones), else 0.
+#[inline(always)]
+unsafe fn ge_epu32_avx2(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_cmpeq_epi32(_mm256_max_epu32(a, b), a)
+}
+
+/// Caller: AVX2. Eight keys per step as [`scalar::dot_weights_q15`] does one (the same `u32`
+/// operations lane by lane, the table entry by a gather); the last `w.len() % 8` keys in
+/// scalar code.
+#[target_feature(enable = "avx2")]
+unsafe fn weights_avx2(w: &mut [i32], s: WeightScale, exp2: &Exp2Q15<'_>) -> u32 {
+    let c = |x: u32| _mm256_set1_epi32(x as i32);
+    let (max, lo, hi, cutoff) = (_mm256_set1_epi32(s.max), c(s.lo), c(s.hi), c(s.cutoff));
+    let (ln2, ln2_third) = (c(exp2.ln2_q32), c(exp2.ln2_third_q32));
+    let (zero_t, top, cap) = (c(WEIGHT_ZERO_T), c(1 << 31), c((1 << 15) - 1));
+    let (one, fourteen, k_mask) = (c(1), c(14), c(63));
+    let table = exp2.table.as_ptr().cast::<i32>();
+    let mut sum = _mm256_setzero_si256();
+    let mut chunks = w.chunks_exact_mut(8);
+    for chunk in chunks.by_ref() {
+        let x = _mm256_loadu_si256(chunk.as_ptr().cast());
+        // d = |max - x|; t = hi32(d·lo) + d·hi; weight 0 from d >= cutoff or t >= 17·2^20.
+        let d = _mm256_sub_epi32(_mm256_max_epi32(max, x), _mm256_min_epi32(max, x));
+        let t = _mm256_add_epi32(mul_hi_avx2(d, lo), _mm256_mullo_epi32(d, hi));
+        let zero = _mm256_or_si256(ge_epu32_avx2(d, cutoff), ge_epu32_avx2(t, zero_t));
+        // r·2^11 and r·2^12 (r = t mod 2^14): u and u/3.
+        let r11 = _mm256_srli_epi32::<7>(_mm256_slli_epi32::<18>(t));
+        let u = mul_hi_avx2(r11, ln2);
+        let u3 = mul_hi_avx2(_mm256_slli_epi32::<1>(r11), ln2_third);
+        let half_sq = mul_hi_avx2(u, u);
+        let poly = _mm256_sub_epi32(
+            _mm256_add_epi32(_mm256_sub_epi32(top, u), half_sq),
+            mul_hi_avx2(half_sq, u3),
+        );
+        let k = _mm256_and_si256(_mm256_srli_epi32::<14>(t), k_mask);
+        let entry = _mm256_i32gather_epi32::<4>(table, k);
+        let q30 = mul_hi_avx2(entry, poly);
+        // ((q30 >> (14 + n)) + 1) >> 1: rounded, as (q30 + 2^(14+n)) >> (15+n).
+        let shift = _mm256_add_epi32(_mm256_srli_epi32::<20>(t), fourteen);
+        let rounded = _mm256_srli_epi32::<1>(_mm256_add_epi32(_mm256_srlv_epi32(q30, shift), one));
+        let weight = _mm256_andnot_si256(zero, _mm256_min_epu32(rounded, cap));
+        sum = _mm256_add_epi32(sum, weight);
+        _mm256_storeu_si256(chunk.as_mut_ptr().cast(), weight);
+    }
+    let half = _mm_add_epi32(
+        _mm256_castsi256_si128(sum),
+        _mm256_extracti128_si256::<1>(sum),
+    );
+    let mut lanes = [0u32; 4];
+    _mm_storeu_si128(lanes.as_mut_ptr().cast(), half);
+    let tail = chunks.into_remainder();
+    let tail_sum = scalar::dot_weights_q15(tail, s.max, s.lo, s.hi, s.cutoff, exp2);
+    lanes.iter().fold(tail_sum, |acc, &x| acc.wrapping_add(x))
+}
+
+/// `(a·b) >> 32` per 32-bit lane (see [`mul_hi_avx2`]).
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn mul_hi_avx512(a: __m512i, b: __m512i) -> __m512i {
+    let even = _mm512_mul_epu32(a, b);
+    let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(b));
+    _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd)
+}
+
+/// Caller: AVX-512F/BW/VL. Sixteen keys per step as [`scalar::dot_weights_q15`] does one (the
+/// same `u32` operations lane by lane); the 64-entry table sits in four registers and
+/// `vpermt2d` picks from two of them by the index's low 5 bits, a blend by its 6th; the last
+/// step's loads and stores are masked.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn weights_avx512(w: &mut [i32], s: WeightScale, exp2: &Exp2Q15<'_>) -> u32 {
+    let c = |x: u32| _mm512_set1_epi32(x as i32);
+    let (max, lo, hi, cutoff) = (_mm512_set1_epi32(s.max), c(s.lo), c(s.hi), c(s.cutoff));
+    let (ln2, ln2_third) = (c(exp2.ln2_q32), c(exp2.ln2_third_q32));
+    let (zero_t, top, cap) = (c(WEIGHT_ZERO_T), c(1 << 31), c((1 << 15) - 1));
+    let (one, fourteen, bit5) = (c(1), c(14), c(1 << 19));
+    let tp = exp2.table.as_ptr();
+    let tables = [0, 16, 32, 48].map(|i| _mm512_loadu_si512(tp.add(i).cast()));
+    let mut sum = _mm512_setzero_si512();
+    let n = w.len();
+    let p = w.as_mut_ptr();
+    let mut j = 0;
+    while j < n {
+        let valid = (((1u32 << (n - j).min(16)) - 1) & 0xFFFF) as __mmask16;
+        let x = _mm512_maskz_loadu_epi32(valid, p.add(j).cast());
+        // d = |max - x|; t = hi32(d·lo) + d·hi; weight 0 from d >= cutoff or t >= 17·2^20.
+        let d = _mm512_sub_epi32(_mm512_max_epi32(max, x), _mm512_min_epi32(max, x));
+        let t = _mm512_add_epi32(mul_hi_avx512(d, lo), _mm512_mullo_epi32(d, hi));
+        let zero = _mm512_cmpge_epu32_mask(d, cutoff) | _mm512_cmpge_epu32_mask(t, zero_t);
+        // r·2^11 and r·2^12 (r = t mod 2^14): u and u/3.
+        let r11 = _mm512_srli_epi32::<7>(_mm512_slli_epi32::<18>(t));
+        let u = mul_hi_avx512(r11, ln2);
+        let u3 = mul_hi_avx512(_mm512_slli_epi32::<1>(r11), ln2_third);
+        let half_sq = mul_hi_avx512(u, u);
+        let poly = _mm512_sub_epi32(
+            _mm512_add_epi32(_mm512_sub_epi32(top, u), half_sq),
+            mul_hi_avx512(half_sq, u3),
+        );
+        // k = (t >> 14) & 63: entries 0..32 or 32..64 by bit 5 of k.
+        let k = _mm512_srli_epi32::<14>(t);
+        let low = _mm512_permutex2var_epi32(tables[0], k, tables[1]);
+        let high = _mm512_permutex2var_epi32(tables[2], k, tables[3]);
+        let entry = _mm512_mask_blend_epi32(_mm512_test_epi32_mask(t, bit5), low, high);
+        let q30 = mul_hi_avx512(entry, poly);
+        // ((q30 >> (14 + n)) + 1) >> 1: rounded, as (q30 + 2^(14+n)) >> (15+n).
+        let shift = _mm512_add_epi32(_mm512_srli_epi32::<20>(t), fourteen);
+        let rounded = _mm512_srli_epi32::<1>(_mm512_add_epi32(_mm512_srlv_epi32(q30, shift), one));
+        let weight = _mm512_maskz_min_epu32(valid & !zero, rounded, cap);
+        sum = _mm512_add_epi32(sum, weight);
+        _mm512_mask_storeu_epi32(p.add(j).cast(), valid, weight);
+        j += 16;
+    }
+    _mm512_reduce_add_epi32(sum) as u32
 }

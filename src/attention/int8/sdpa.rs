@@ -405,15 +405,26 @@ fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale
     let sum = arch::mve_softmax::dot_weights(w, max, ds.lo, ds.hi, ds.cutoff, EXP2_Q15);
     #[cfg(not(all(target_arch = "arm", arm_mve)))]
     let sum = {
-        use super::softmax::sdpa_weight_q20;
-        // At most KEY_TILE · 2^15: no overflow.
-        let mut sum = 0u32;
-        for x in w.iter_mut() {
-            let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
-            sum += weight;
-            *x = weight as i32;
+        use super::softmax::{sdpa_weight_q20, EXP2_NEG_64THS_Q31, LN2_Q32, LN2_THIRD_Q32};
+        let exp2 = arch::Exp2Q15 {
+            table: &EXP2_NEG_64THS_Q31,
+            ln2_q32: LN2_Q32,
+            ln2_third_q32: LN2_THIRD_Q32,
+        };
+        // The same weights 8 or 16 keys at a time on x86_64 (AVX2, AVX-512), else this loop.
+        match arch::dot_weights_q15_vector(w, max, ds.lo, ds.hi, ds.cutoff, &exp2) {
+            Some(sum) => sum,
+            None => {
+                // At most KEY_TILE · 2^15: no overflow.
+                let mut sum = 0u32;
+                for x in w.iter_mut() {
+                    let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
+                    sum += weight;
+                    *x = weight as i32;
+                }
+                sum
+            }
         }
-        sum
     };
     softmax.add(sum as i64);
     factor
