@@ -6,13 +6,26 @@ benches/attention.rs, f32 (and bf16), one thread (torch.set_num_threads(1)). GFL
 4*H*Lq*Lk*d per call; masked shapes also show the rate on the work the mask leaves. Prints a
 markdown table.
 
+Every shape runs PyTorch's CPU flash-attention kernel (the window as a dense boolean mask).
+Each time is the best batch (about 50 ms of back-to-back calls) within the given seconds.
+
 Usage: python3 scripts/bench_torch.py [seconds per shape, default 1]
 When torch is not importable the script says so and exits 0 (installing torch is not part of
 the project's test command).
 """
 
+import os
 import sys
 import time
+import warnings
+
+# One thread from the start (torch.set_num_threads(1) below also sets it; this covers OpenMP
+# and MKL pools created at import).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# A torch wheel without numpy warns about it on import; numpy is not used here.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 try:
     import torch
