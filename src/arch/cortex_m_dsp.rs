@@ -533,3 +533,177 @@ unsafe fn pv2(w0: i32, w1: i32, row0: *const i8, stride: usize, acc: *mut i32, b
         );
     }
 }
+
+/// One 4-byte block of four packed keys against one word pair of the unpacked query: one
+/// `LDRD` of the query, one per key, two `SMLAD` per key.
+macro_rules! dot4_packed_block {
+    () => {
+        concat!(
+            "ldrd {qe}, {qo}, [{qp}], #8\n",
+            "ldrd {a}, {b}, [{kp}], #8\n",
+            "smlad {acc0}, {qe}, {a}, {acc0}\n",
+            "smlad {acc0}, {qo}, {b}, {acc0}\n",
+            "ldrd {a}, {b}, [{kp}], #8\n",
+            "smlad {acc1}, {qe}, {a}, {acc1}\n",
+            "smlad {acc1}, {qo}, {b}, {acc1}\n",
+            "ldrd {a}, {b}, [{kp}], #8\n",
+            "smlad {acc2}, {qe}, {a}, {acc2}\n",
+            "smlad {acc2}, {qo}, {b}, {acc2}\n",
+            "ldrd {a}, {b}, [{kp}], #8\n",
+            "smlad {acc3}, {qe}, {a}, {acc3}\n",
+            "smlad {acc3}, {qo}, {b}, {acc3}\n",
+        )
+    };
+}
+
+/// Dot products of the unpacked query `qp` (`blocks` 4-byte blocks) with the four keys of a
+/// packed group starting at block `kp`: an odd block first, then two per iteration.
+///
+/// # Safety
+/// `qp` holds `2 · blocks` `u32`s, `kp` `8 · blocks`; `blocks >= 1`.
+#[inline(always)]
+unsafe fn dot4_packed(qp: *const u32, kp: *const u32, blocks: usize) -> [i32; 4] {
+    let (mut acc0, mut acc1, mut acc2, mut acc3) = (0i32, 0i32, 0i32, 0i32);
+    let (mut qp, mut kp) = (qp, kp);
+    if blocks & 1 == 1 {
+        asm!(
+            dot4_packed_block!(),
+            qp = inout(reg) qp,
+            kp = inout(reg) kp,
+            acc0 = inout(reg) acc0,
+            acc1 = inout(reg) acc1,
+            acc2 = inout(reg) acc2,
+            acc3 = inout(reg) acc3,
+            qe = out(reg) _,
+            qo = out(reg) _,
+            a = out(reg) _,
+            b = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    let pairs = blocks >> 1;
+    if pairs > 0 {
+        asm!(
+            "2:",
+            dot4_packed_block!(),
+            dot4_packed_block!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            n = inout(reg) pairs => _,
+            qp = inout(reg) qp => _,
+            kp = inout(reg) kp => _,
+            acc0 = inout(reg) acc0,
+            acc1 = inout(reg) acc1,
+            acc2 = inout(reg) acc2,
+            acc3 = inout(reg) acc3,
+            qe = out(reg) _,
+            qo = out(reg) _,
+            a = out(reg) _,
+            b = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    [acc0, acc1, acc2, acc3]
+}
+
+/// `out[j]` = the query's dot product with key `j` of `groups`, packed groups of four keys
+/// (`super::int8_packed`): the query is unpacked [`Q_CHUNK`] bytes at a time, then each
+/// group runs through [`dot4_packed`].
+///
+/// # Safety
+/// `q.len()` is a non-zero multiple of 4; `groups` holds `out.len().div_ceil(4)` groups of
+/// `2 · q.len()` words.
+pub(super) unsafe fn dot_i8_packed(q: &[i8], groups: &[u32], out: &mut [i32]) {
+    let group_words = 2 * q.len();
+    // Only the words unpacked for the chunk are read.
+    let mut pairs = core::mem::MaybeUninit::<[u32; Q_CHUNK / 2]>::uninit();
+    for (chunk, q_chunk) in q.chunks(Q_CHUNK).enumerate() {
+        let blocks = q_chunk.len() / 4;
+        unpack_query(q_chunk.as_ptr(), pairs.as_mut_ptr().cast(), blocks);
+        let qp = pairs.as_ptr().cast::<u32>();
+        // The chunk's first block within each group (eight words per block).
+        let offset = chunk * (Q_CHUNK / 4) * 8;
+        for (four, group) in out.chunks_mut(4).zip(groups.chunks_exact(group_words)) {
+            let sums = dot4_packed(qp, group.as_ptr().add(offset), blocks);
+            for (o, s) in four.iter_mut().zip(sums) {
+                // The first chunk writes, later ones add.
+                *o = if chunk == 0 { s } else { o.wrapping_add(s) };
+            }
+        }
+    }
+}
+
+/// One key pair of [`pv_i8_packed`]: the pair's two weights in one word, the four columns'
+/// value pairs in r4, r5, r8, r10 (`LDM` needs an ascending list), one `SMLAD` per column.
+macro_rules! pv_packed_pair {
+    () => {
+        concat!(
+            "ldr {w}, [{wp}], #4\n",
+            "ldm {v}!, {{r4, r5, r8, r10}}\n",
+            "smlad r0, {w}, r4, r0\n",
+            "smlad r1, {w}, r5, r1\n",
+            "smlad r2, {w}, r8, r2\n",
+            "smlad r3, {w}, r10, r3\n",
+        )
+    };
+}
+
+/// `acc[c] += Σ_p SMLAD(weight_pairs[p], rows[4p + c])` for the four columns of a block of
+/// packed value pairs (`super::int8_packed`), the accumulators in r0-r3 throughout: per key
+/// pair one `LDR`, one `LDM`, four `SMLAD`; `len % 4` single pairs, then four per iteration.
+///
+/// # Safety
+/// `rows` holds `4 · weight_pairs.len()` words.
+pub(super) unsafe fn pv_i8_packed(weight_pairs: &[u32], rows: &[u32], acc: &mut [i32]) {
+    let [a0, a1, a2, a3] = acc else {
+        return;
+    };
+    let (mut wp, mut v) = (weight_pairs.as_ptr(), rows.as_ptr());
+    let singles = weight_pairs.len() & 3;
+    if singles > 0 {
+        asm!(
+            "2:",
+            pv_packed_pair!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            n = inout(reg) singles => _,
+            wp = inout(reg) wp,
+            v = inout(reg) v,
+            w = out(reg) _,
+            inout("r0") *a0,
+            inout("r1") *a1,
+            inout("r2") *a2,
+            inout("r3") *a3,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r10") _,
+            options(nostack, readonly),
+        );
+    }
+    let fours = weight_pairs.len() >> 2;
+    if fours > 0 {
+        asm!(
+            "2:",
+            pv_packed_pair!(),
+            pv_packed_pair!(),
+            pv_packed_pair!(),
+            pv_packed_pair!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            n = inout(reg) fours => _,
+            wp = inout(reg) wp => _,
+            v = inout(reg) v => _,
+            w = out(reg) _,
+            inout("r0") *a0,
+            inout("r1") *a1,
+            inout("r2") *a2,
+            inout("r3") *a3,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r10") _,
+            options(nostack, readonly),
+        );
+    }
+}

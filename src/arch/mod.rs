@@ -37,6 +37,8 @@ mod cortex_m_dsp;
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod cortex_m_fpu;
 mod int8;
+// Keys and values packed into 16-bit pairs once per call (the Cortex-M DSP cores' SMLAD).
+pub(crate) mod int8_packed;
 #[cfg(all(target_arch = "arm", arm_mve))]
 mod mve;
 #[cfg(all(target_arch = "arm", arm_mve))]

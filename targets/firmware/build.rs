@@ -101,7 +101,7 @@ fn main() {
         .iter()
         .find(|(name, _, _)| *name == machine)
         .expect("bench budget for every machine");
-    bench_plan(&out, bench_flash, bench_ram);
+    bench_plan(&out, machine, bench_flash, bench_ram);
 }
 
 /// Bench budgets per machine: bytes of flash for the input pools (inputs are read-only, so
@@ -128,6 +128,22 @@ const BENCH_SHAPES: [(usize, usize, usize, usize); 4] = [
 /// Element types: name, bytes per element, scratch bytes per output column.
 const BENCH_TYPES: [(&str, usize, usize); 3] = [("f32", 4, 0), ("i8", 1, 8), ("f16", 2, 4)];
 
+/// Machines whose i8 runs get `int8_sdpa_packed_scratch_len` (the Cortex-M DSP cores, where
+/// `int8_sdpa` packs keys and values into 16-bit pairs once per call when it has at least
+/// two query rows).
+const PACKED_I8_MACHINES: [&str; 3] = ["mps2-an386", "mps2-an500", "mps2-an505"];
+
+/// Scratch bytes of a run: `dv · scratch_per_dv`, plus on [`PACKED_I8_MACHINES`] the packed
+/// keys and values of the i8 runs with `lq >= 2` (the formula of the library's
+/// `int8_sdpa_packed_scratch_len`: `lk/4` groups of `2d` words and `lk/2` pairs of `dv`
+/// words, rounded up to `i64`s).
+fn scratch_bytes(packed_i8: bool, ty: &str, (lq, lk, d, dv): (usize, usize, usize, usize)) -> usize {
+    let (_, _, per_dv) = BENCH_TYPES.iter().find(|t| t.0 == ty).expect("bench type");
+    let words = lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv;
+    let packed = if packed_i8 && ty == "i8" && lq >= 2 { 8 * words.div_ceil(2) } else { 0 };
+    dv * per_dv + packed
+}
+
 /// Which (type, shape) runs fit this machine, and the input pools they read.
 ///
 /// Each type has one pool of pseudo-random inputs in flash, large enough for the biggest
@@ -135,14 +151,16 @@ const BENCH_TYPES: [(&str, usize, usize); 3] = [("f32", 4, 0), ("i8", 1, 8), ("f
 /// planned in the order i8, f16, f32 (smallest elements first), shapes in order; a run is
 /// left out when its output and scratch exceed the RAM budget or growing its pool would
 /// exceed the flash budget.
-fn bench_plan(out: &Path, flash_budget: usize, ram_budget: usize) {
+fn bench_plan(out: &Path, machine: &str, flash_budget: usize, ram_budget: usize) {
+    let packed_i8 = PACKED_I8_MACHINES.contains(&machine);
     let mut pool = [0usize; 3]; // elements per type
     let mut fits: [[Option<String>; 4]; 3] = Default::default();
     let mut arena = 8usize;
     for ti in [1, 2, 0] {
-        let (_, elem, scratch_per_dv) = BENCH_TYPES[ti];
+        let (name, elem, _) = BENCH_TYPES[ti];
         for (si, &(lq, lk, d, dv)) in BENCH_SHAPES.iter().enumerate() {
-            let ram = lq * dv * elem + dv * scratch_per_dv;
+            let scratch = scratch_bytes(packed_i8, name, (lq, lk, d, dv));
+            let ram = lq * dv * elem + scratch;
             let need = lq * d + lk * d + lk * dv;
             let mut grown = pool;
             grown[ti] = grown[ti].max(need);
@@ -159,7 +177,7 @@ fn bench_plan(out: &Path, flash_budget: usize, ram_budget: usize) {
             } else {
                 pool = grown;
                 // Output first, scratch after it at an 8-byte boundary.
-                arena = arena.max((lq * dv * elem).next_multiple_of(8) + dv * scratch_per_dv);
+                arena = arena.max((lq * dv * elem).next_multiple_of(8) + scratch);
             }
         }
     }
@@ -192,6 +210,10 @@ fn bench_plan(out: &Path, flash_budget: usize, ram_budget: usize) {
     let _ = writeln!(
         src,
         "/// Bytes of RAM for the output and scratch of the largest run.\npub const ARENA: usize = {arena};"
+    );
+    let _ = writeln!(
+        src,
+        "/// Whether the i8 runs with two or more query rows get the packed scratch.\npub const PACKED_I8: bool = {packed_i8};"
     );
     fs::write(out.join("bench_plan.rs"), src).expect("write bench_plan.rs");
 
@@ -348,6 +370,8 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
     let (mut flash, mut max_in, mut max_out, mut max_dv) = (0usize, 0usize, 0usize, 1usize);
     let (mut max_in_i8, mut max_out_i8, mut max_bias_i8) = (1usize, 1usize, 1usize);
     let mut max_scratch = 1usize;
+    // Largest `int8_sdpa_packed_scratch_len` of an sdpa case run in i8 on the DSP cores.
+    let mut max_packed_i8 = 1usize;
     // Ops with at least one embedded case: the firmware leaves the others' code out.
     let mut present: Vec<&str> = Vec::new();
     // Ops with a case run in i8 (their int8 code is linked only then), and the largest
@@ -431,6 +455,12 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
         max_bias_i8 = max_bias_i8.max(embedded.i8_bias);
         max_dv = max_dv.max(embedded.dv);
         max_scratch = max_scratch.max(embedded.scratch);
+        if op == "sdpa"
+            && case["tolerance"]["i8"].is_number()
+            && PACKED_I8_MACHINES.contains(&machine)
+        {
+            max_packed_i8 = max_packed_i8.max(packed_i8_len(&case).unwrap_or_else(|e| panic!("{name}: {e}")));
+        }
         cases.push_str(&embedded.source);
     }
     let mut has = String::new();
@@ -466,11 +496,22 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
          /// Largest f32 scratch of an embedded case.\npub const MAX_SCRATCH: usize = {};\n\
          /// Largest q+k+v element count of a case run in i8.\npub const MAX_INPUT_I8: usize = {max_in_i8};\n\
          /// Largest output of a case run in i8.\npub const MAX_OUTPUT_I8: usize = {max_out_i8};\n\
-         /// Largest integer bias storage of a case run in i8.\npub const MAX_BIAS_I8: usize = {max_bias_i8};\n",
+         /// Largest integer bias storage of a case run in i8.\npub const MAX_BIAS_I8: usize = {max_bias_i8};\n\
+         /// Largest packed int8 SDPA scratch (`i64`s) of a case run in i8 (1: none).\npub const MAX_PACKED_I8: usize = {max_packed_i8};\n",
         max_in.max(1),
         max_out.max(1),
         max_scratch.max(max_dv),
     )
+}
+
+/// The library's `int8_sdpa_packed_scratch_len` of an sdpa case (see [`scratch_bytes`]).
+fn packed_i8_len(case: &Value) -> Result<usize, String> {
+    let (ks, _) = tensor(case, "inputs", "k")?;
+    let (vs, _) = tensor(case, "inputs", "v")?;
+    let (&[.., lk, d], &[.., dv]) = (ks.as_slice(), vs.as_slice()) else {
+        return Err("k/v shapes".into());
+    };
+    Ok(dv + (lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv).div_ceil(2))
 }
 
 /// A tensor's shape and data.

@@ -93,7 +93,7 @@ pub use luong::{
 pub use mha::{int8_mha, int8_mha_acc_len, int8_mha_scratch_len, Int8MhaParams, Int8MhaStats};
 pub use score::{Int8Logits, L1_WEIGHT_BITS, MAX_D, MAX_LOGIT};
 pub use sdpa::{
-    int8_sdpa, int8_sdpa_fixed, int8_sdpa_heads_fixed, int8_sdpa_scratch_len, Int8Scales,
-    Int8SdpaParams, MAX_LK,
+    int8_sdpa, int8_sdpa_fixed, int8_sdpa_heads_fixed, int8_sdpa_packed_scratch_len,
+    int8_sdpa_scratch_len, Int8Scales, Int8SdpaParams, MAX_LK,
 };
 pub use softmax::{exp2_neg_weight, LOGIT_FRAC_BITS, WEIGHT_BITS, WEIGHT_ONE};

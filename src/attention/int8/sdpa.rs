@@ -112,6 +112,32 @@ pub const fn int8_sdpa_scratch_len(shape: AttentionShape) -> usize {
     shape.dv
 }
 
+/// `i64` elements of scratch with which [`int8_sdpa`] packs each key/value head once per
+/// call on the Cortex-M DSP cores (M4, M7, M33): [`int8_sdpa_scratch_len`] plus the head's
+/// keys and values as 16-bit pairs (`2 · lk · (d + dv)` bytes, rounded up), the form their
+/// `SMLAD` loops read without unpacking bytes for every query row. It pays when a head has at
+/// least two query rows and `d` and `dv` are multiples of 4; the output bytes are the same
+/// either way, and on other targets (or with less scratch) the extra is not used.
+///
+/// ```
+/// use microattn::attention::AttentionShape;
+/// use microattn::attention::int8::{int8_sdpa_packed_scratch_len, int8_sdpa_scratch_len};
+/// let shape = AttentionShape::single(128, 128, 64, 64);
+/// assert_eq!(int8_sdpa_scratch_len(shape), 64);
+/// // 512 bytes of accumulators + 32 KiB of packed keys and values.
+/// assert_eq!(int8_sdpa_packed_scratch_len(shape), 64 + 4096);
+/// ```
+pub const fn int8_sdpa_packed_scratch_len(shape: AttentionShape) -> usize {
+    let words = arch::int8_packed::packed_keys_words(shape.lk, shape.d)
+        .saturating_add(arch::int8_packed::packed_values_words(shape.lk, shape.dv));
+    int8_sdpa_scratch_len(shape).saturating_add(words.div_ceil(2))
+}
+
+/// Whether [`int8_sdpa`] packs keys and values when the scratch allows: on the Cortex-M DSP
+/// cores only (Helium reads the int8 rows directly with its widening gathers; the hosts'
+/// SIMD does as well).
+const PACK: bool = cfg!(all(target_arch = "arm", arm_dsp, not(arm_mve)));
+
 /// Int8 attention of `q` over `k`/`v` into `out`, shapes as [`AttentionShape`] describes
 /// (`[heads, lq, d]`, `[kv_heads, lk, d]`, `[kv_heads, lk, dv]`, `[heads, lq, dv]`).
 /// `scratch` holds [`int8_sdpa_scratch_len`] `i64`s. Integer arithmetic only; the output
@@ -149,10 +175,27 @@ pub fn int8_sdpa(
     validate_sdpa(q, k, v, out.len(), shape, params)?;
     let needed = int8_sdpa_scratch_len(shape);
     let found = scratch.len();
-    let acc = scratch
-        .get_mut(..needed)
-        .ok_or(Error::ScratchTooSmall { needed, found })?;
-    run(q, k, v, out, shape, params, acc);
+    if found < needed {
+        return Err(Error::ScratchTooSmall { needed, found });
+    }
+    let (acc, rest) = scratch.split_at_mut(needed);
+    let pack = PACK
+        && shape.d % 4 == 0
+        && shape.dv % 4 == 0
+        && shape
+            .heads
+            .checked_div(shape.kv_heads)
+            .unwrap_or(0)
+            .saturating_mul(shape.lq)
+            >= 2
+        && matches!(params.logits, Int8Logits::Dot { .. })
+        && found >= int8_sdpa_packed_scratch_len(shape);
+    let packed_room = if pack {
+        arch::int8_packed::scratch_words(rest)
+    } else {
+        &mut []
+    };
+    run(q, k, v, out, shape, params, acc, packed_room);
     Ok(())
 }
 
@@ -234,7 +277,9 @@ pub(crate) fn validate_sdpa(
     params.bias.validate(shape.heads)
 }
 
-/// Runs every query row of every head; shapes validated, `acc` has `dv` elements.
+/// Runs every query row of every head; shapes validated, `acc` has `dv` elements. With room
+/// for them in `packed_room` (else it is empty), each key/value head is packed first.
+#[allow(clippy::too_many_arguments)]
 fn run(
     q: &[i8],
     k: &[i8],
@@ -243,6 +288,7 @@ fn run(
     shape: AttentionShape,
     params: &Int8SdpaParams<'_>,
     acc: &mut [i64],
+    packed_room: &mut [u32],
 ) {
     let AttentionShape {
         heads,
@@ -286,6 +332,18 @@ fn run(
         .zip(q_groups.zip(out_groups))
         .enumerate()
     {
+        let (keys_room, values_room) = packed_room
+            .split_at_mut(arch::int8_packed::packed_keys_words(lk, d).min(packed_room.len()));
+        let packed = match (
+            arch::int8_packed::pack_keys(k_h, d, keys_room),
+            arch::int8_packed::pack_values(v_h, dv, values_room),
+        ) {
+            (Ok(()), Ok(())) => Some(PackedHead {
+                keys: keys_room,
+                values: values_room,
+            }),
+            _ => None,
+        };
         let heads_of_group = q_g.chunks_exact(q_len).zip(out_g.chunks_exact_mut(out_len));
         for (g, (q_h, out_h)) in heads_of_group.enumerate() {
             let h = kvh * group + g;
@@ -295,7 +353,17 @@ fn run(
                 .enumerate()
             {
                 attend_row(
-                    q_row, k_h, v_h, acc, out_row, h, i, params, diff_scale, &mut bufs,
+                    q_row,
+                    k_h,
+                    v_h,
+                    packed.as_ref(),
+                    acc,
+                    out_row,
+                    h,
+                    i,
+                    params,
+                    diff_scale,
+                    &mut bufs,
                 );
             }
         }
@@ -309,6 +377,12 @@ const EXP2_Q15: arch::mve_softmax::Exp2Q15<'static> = arch::mve_softmax::Exp2Q15
     ln2_q32: super::softmax::LN2_Q32,
     ln2_third_q32: super::softmax::LN2_THIRD_Q32,
 };
+
+/// One key/value head packed into 16-bit pairs ([`arch::int8_packed`]).
+struct PackedHead<'a> {
+    keys: &'a [u32],
+    values: &'a [u32],
+}
 
 /// Per-row work arrays of [`attend_row`], cleared once per call: `logits` and `weights` are
 /// written before they are read, and `parts` is all zeros again after each row's last flush.
@@ -442,6 +516,7 @@ fn attend_row(
     q_row: &[i8],
     k_h: &[i8],
     v_h: &[i8],
+    packed: Option<&PackedHead<'_>>,
     acc: &mut [i64],
     out_row: &mut [i8],
     head: usize,
@@ -480,7 +555,13 @@ fn attend_row(
             ) else {
                 break;
             };
-            let raw_ok = dot_logit.is_some() && arch::dot_i8_keys(q_row, keys, d, w).is_ok();
+            // The packed keys when there are (tiles start at a multiple of 4 unless a mask
+            // moves them), else the int8 rows.
+            let raw_ok = dot_logit.is_some()
+                && packed
+                    .and_then(|p| arch::int8_packed::dot_i8_packed(q_row, p.keys, start, w).ok())
+                    .map_or_else(|| arch::dot_i8_keys(q_row, keys, d, w), Ok)
+                    .is_ok();
             let factor = match (dot_logit, diff_scale) {
                 (Some(_), Some(ds)) if raw_ok && no_bias => dot_tile_weights(w, &mut softmax, ds),
                 _ => {
@@ -537,7 +618,12 @@ fn attend_row(
             for (chunk, acc_chunk) in acc.chunks_mut(PV_COLUMNS).enumerate() {
                 let part = parts.get_mut(..acc_chunk.len()).unwrap_or_default();
                 let rows = rows.get(chunk * PV_COLUMNS..).unwrap_or(&[]);
-                if arch::pv_i8(w, rows, dv, part).is_ok() && dv > PV_COLUMNS {
+                let column = chunk * PV_COLUMNS;
+                let done = packed.is_some_and(|p| {
+                    arch::int8_packed::pv_i8_packed(w, p.values, lk, dv, start, column, part)
+                        .is_ok()
+                }) || arch::pv_i8(w, rows, dv, part).is_ok();
+                if done && dv > PV_COLUMNS {
                     // More columns than partial sums: one chunk at a time, flushed at once.
                     for (a, p) in acc_chunk.iter_mut().zip(part.iter_mut()) {
                         *a += *p as i64;

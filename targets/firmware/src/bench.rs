@@ -52,7 +52,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/bench_plan.rs"));
 }
 
-pub use generated::{ARENA, PLAN, POOL_F16, POOL_F32, POOL_I8};
+pub use generated::{ARENA, PACKED_I8, PLAN, POOL_F16, POOL_F32, POOL_I8};
 
 /// SysTick reload: the full 24 bits.
 const RELOAD: u32 = 0x00ff_ffff;

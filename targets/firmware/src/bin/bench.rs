@@ -21,14 +21,15 @@ use core::ptr::addr_of_mut;
 use cortex_m_rt::entry;
 use defmt::println;
 use microattn::attention::int8::{
-    int8_sdpa, int8_sdpa_scratch_len, Int8Bias, Int8Scales, Int8SdpaParams,
+    int8_sdpa, int8_sdpa_packed_scratch_len, int8_sdpa_scratch_len, Int8Bias, Int8Scales,
+    Int8SdpaParams,
 };
 use microattn::attention::{sdpa, sdpa_scratch_len, sdpa_typed, AttentionShape, Score, SdpaParams};
 use microattn::mask::Mask;
 use microattn::{f16, Error};
 use microattn_firmware::bench::{
-    paint_stack, ratio_3, record_entry, stack_used, Clock, Ty, ARENA, PLAN, POOL_F16, POOL_F32,
-    POOL_I8,
+    paint_stack, ratio_3, record_entry, stack_used, Clock, Ty, ARENA, PACKED_I8, PLAN, POOL_F16,
+    POOL_F32, POOL_I8,
 };
 use microattn_firmware::{command_line, exit_failure, exit_success, MACHINE};
 
@@ -150,8 +151,7 @@ fn run(clock: &Clock, ty: Ty, shape: AttentionShape) -> Result<u64, Error> {
         }
         Ty::I8 => {
             let (q, k, v) = inputs(pi8, shape);
-            let (out, scratch) =
-                carve::<i8, i64>(shape.lq * shape.dv, int8_sdpa_scratch_len(shape));
+            let (out, scratch) = carve::<i8, i64>(shape.lq * shape.dv, i8_scratch_len(shape));
             // Inputs are x·127 for x in [-1, 1]; the output scale equals the value scale.
             let s = 1.0 / 127.0;
             let scales = Int8Scales {
@@ -177,12 +177,22 @@ fn run(clock: &Clock, ty: Ty, shape: AttentionShape) -> Result<u64, Error> {
     result.map(|()| n)
 }
 
+/// `i64`s of scratch the i8 runs get: on the DSP cores ([`PACKED_I8`]) enough for
+/// `int8_sdpa` to pack keys and values once per call when there are two or more query rows.
+fn i8_scratch_len(shape: AttentionShape) -> usize {
+    if PACKED_I8 && shape.lq >= 2 {
+        int8_sdpa_packed_scratch_len(shape)
+    } else {
+        int8_sdpa_scratch_len(shape)
+    }
+}
+
 /// Scratch bytes a kernel needs for `shape`.
 fn scratch_bytes(ty: Ty, shape: AttentionShape) -> usize {
     match ty {
         Ty::F32 => 0,
         Ty::F16 => 4 * sdpa_scratch_len(shape),
-        Ty::I8 => 8 * int8_sdpa_scratch_len(shape),
+        Ty::I8 => 8 * i8_scratch_len(shape),
     }
 }
 
