@@ -165,8 +165,8 @@ pub fn dot_weights_q15(
     }
 }
 
-/// [`dot_weights_q15`] when a vector version runs here (x86_64 with AVX2 or AVX-512, unless
-/// the scalar backend is selected); `None` otherwise, and `w` is untouched (the int8 SDPA then
+/// [`dot_weights_q15`] when a faster version runs here (x86_64 with AVX2 or AVX-512, unless
+/// the scalar backend is selected; the Cortex-M DSP cores' `asm!`); `None` otherwise, and `w` is untouched (the int8 SDPA then
 /// runs its own scalar loop).
 #[inline]
 pub(crate) fn dot_weights_q15_vector(
@@ -179,7 +179,14 @@ pub(crate) fn dot_weights_q15_vector(
 ) -> Option<u32> {
     #[cfg(target_arch = "x86_64")]
     return super::x86_int8::dot_weights_q15(w, max, lo, hi, cutoff, exp2);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
+    return Some(super::cortex_m_dsp::dot_weights_q15(
+        w, max, lo, hi, cutoff, exp2,
+    ));
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "arm", arm_dsp, not(arm_mve))
+    )))]
     {
         let _ = (w, max, lo, hi, cutoff, exp2);
         None

@@ -198,13 +198,18 @@ pub(crate) fn pv_i8_packed(
     // Weight pairs `(w[2p], w[2p+1])`, 64 keys at a time (a zero weight pads an odd count).
     let mut weight_pairs = [0u32; 32];
     for (chunk, w_chunk) in w.chunks(64).enumerate() {
-        for (pair, two) in weight_pairs.iter_mut().zip(w_chunk.chunks(2)) {
-            let (a, b) = match *two {
-                [a, b] => (a, b),
-                [a] => (a, 0),
-                _ => (0, 0),
-            };
-            *pair = halves16(a as i16, b as i16);
+        let twos = w_chunk.chunks_exact(2);
+        let last = match *twos.remainder() {
+            [a] => halves16(a as i16, 0),
+            _ => 0,
+        };
+        for (pair, two) in weight_pairs.iter_mut().zip(twos) {
+            if let [a, b] = *two {
+                *pair = halves16(a as i16, b as i16);
+            }
+        }
+        if let Some(pair) = weight_pairs.get_mut(w_chunk.len() / 2) {
+            *pair = last;
         }
         let used = w_chunk.len().div_ceil(2);
         let (Some(weight_pairs), Some(first_pair)) = (
