@@ -69,7 +69,9 @@ fn dot_ref(q: &[i8], k: &[i8]) -> i32 {
 const DIMS: &[usize] = &[
     1, 3, 4, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 191, 256, 300,
 ];
-const KEYS: &[usize] = &[0, 1, 2, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 47];
+const KEYS: &[usize] = &[
+    0, 1, 2, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 47, 64, 67, 130,
+];
 
 #[test]
 fn dot_i8_keys_matches_reference_on_every_path() {

@@ -238,6 +238,15 @@ fn weights_fit_i16(w: &[i32]) -> bool {
     w.iter().fold(true, |ok, &x| ok & (x as i16 as i32 == x))
 }
 
+/// Whether every weight is an unsigned 16-bit value (the SDPA's Q15 weights are): then each
+/// weight is two unsigned bytes, four rows go through one `vpdpbusd` per byte, and
+/// `Σ w·v = Σ lo·v + 256·Σ hi·v` (modulo 2^32, as the scalar sum wraps).
+#[cfg(microattn_avx512)]
+#[inline(always)]
+fn weights_fit_u16(w: &[i32]) -> bool {
+    w.iter().fold(true, |ok, &x| ok & (x as u16 as i32 == x))
+}
+
 /// The pair of 16-bit weights `(w0, w1)` as one `i32` lane (`w0` in the low half, matching
 /// the interleaved rows `[row0[c], row1[c]]`).
 #[inline(always)]
@@ -395,10 +404,33 @@ unsafe fn sum16_epi32(v: &[__m512i; 16]) -> __m512i {
 #[allow(clippy::incompatible_msrv)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn dot_keys_vnni(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
+    // The common head sizes with the chunk count known at compile time: no loops in a block,
+    // every accumulator in a register.
+    match q.len() {
+        64 => dot_keys_vnni_chunks::<1>(q, keys, stride, out),
+        128 => dot_keys_vnni_chunks::<2>(q, keys, stride, out),
+        _ => dot_keys_vnni_chunks::<0>(q, keys, stride, out),
+    }
+}
+
+/// [`dot_keys_vnni`] for `d = 64·CHUNKS`, or any `d` for `CHUNKS = 0`. Caller: as there.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn dot_keys_vnni_chunks<const CHUNKS: usize>(
+    q: &[i8],
+    keys: &[i8],
+    stride: usize,
+    out: &mut [i32],
+) {
     let d = q.len();
-    let chunks = d / 64;
+    let chunks = if CHUNKS > 0 { CHUNKS } else { d / 64 };
     // Bytes of the last, partial 64-byte chunk (masked loads read nothing past them).
-    let tail_mask: __mmask64 = (1u64 << (d % 64)) - 1;
+    let tail_mask: __mmask64 = if CHUNKS > 0 {
+        0
+    } else {
+        (1u64 << (d % 64)) - 1
+    };
     let qp = q.as_ptr();
     // The bias correction 128·Σq: Σ(k + 128)·q - 128·Σq = Σ k·q.
     let q_sum = q.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32));
@@ -408,25 +440,24 @@ unsafe fn dot_keys_vnni(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
     let mut j = 0;
     while n - j >= VNNI_SINGLE_BELOW {
         let count = (n - j).min(VNNI_KEYS);
-        // Keys past `count` repeat key `j` (in bounds); their sums are not stored.
-        let mut ptrs = [keys.as_ptr().add(j * stride); VNNI_KEYS];
-        for (i, p) in ptrs.iter_mut().enumerate().take(count) {
-            *p = keys.as_ptr().add((j + i) * stride);
-        }
         let mut acc = [_mm512_setzero_si512(); VNNI_KEYS];
-        for c in 0..chunks {
-            let qv = _mm512_loadu_si512(qp.add(64 * c).cast());
-            for (a, p) in acc.iter_mut().zip(ptrs) {
+        // One running pointer (sixteen would not fit in registers); keys past `count` repeat
+        // the last one (in bounds), their sums are not stored.
+        let mut p = keys.as_ptr().add(j * stride);
+        for (i, a) in acc.iter_mut().enumerate() {
+            for c in 0..chunks {
+                let qv = _mm512_loadu_si512(qp.add(64 * c).cast());
                 let kv = _mm512_xor_si512(_mm512_loadu_si512(p.add(64 * c).cast()), flip);
                 *a = _mm512_dpbusd_epi32(*a, kv, qv);
             }
-        }
-        if tail_mask != 0 {
-            // Masked-off bytes: q = 0, so their biased keys (0x80) add nothing.
-            let qv = _mm512_maskz_loadu_epi8(tail_mask, qp.add(64 * chunks));
-            for (a, p) in acc.iter_mut().zip(ptrs) {
+            if tail_mask != 0 {
+                // Masked-off bytes: q = 0, so their biased keys (0x80) add nothing.
+                let qv = _mm512_maskz_loadu_epi8(tail_mask, qp.add(64 * chunks));
                 let k = _mm512_maskz_loadu_epi8(tail_mask, p.add(64 * chunks));
                 *a = _mm512_dpbusd_epi32(*a, _mm512_xor_si512(k, flip), qv);
+            }
+            if i + 1 < count {
+                p = p.add(stride);
             }
         }
         let sums = _mm512_sub_epi32(sum16_epi32(&acc), _mm512_set1_epi32(correction));
@@ -457,6 +488,16 @@ unsafe fn dot_keys_vnni(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn pv_avx512(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let dv = acc.len();
+    if weights_fit_u16(w) {
+        // 64 columns at a time, four rows per `vpdpbusd` (one for the weights' low bytes,
+        // one for their high bytes); the last group's loads and stores are masked.
+        let mut col = 0;
+        while col < dv {
+            pv_vnni_quads(w, v, stride, acc, col, (dv - col).min(64));
+            col += 64;
+        }
+        return;
+    }
     if weights_fit_i16(w) {
         // 64 columns (four accumulators) at a time, two rows per `vpdpwssd`; the last
         // group's loads and stores are masked.
@@ -689,7 +730,12 @@ unsafe fn weights_avx512(w: &mut [i32], s: WeightScale, exp2: &Exp2Q15<'_>) -> u
     let (zero_t, top, cap) = (c(WEIGHT_ZERO_T), c(1 << 31), c((1 << 15) - 1));
     let (one, fourteen, bit5) = (c(1), c(14), c(1 << 19));
     let tp = exp2.table.as_ptr();
-    let tables = [0, 16, 32, 48].map(|i| _mm512_loadu_si512(tp.add(i).cast()));
+    let tables = [
+        _mm512_loadu_si512(tp.cast()),
+        _mm512_loadu_si512(tp.add(16).cast()),
+        _mm512_loadu_si512(tp.add(32).cast()),
+        _mm512_loadu_si512(tp.add(48).cast()),
+    ];
     let mut sum = _mm512_setzero_si512();
     let n = w.len();
     let p = w.as_mut_ptr();
@@ -725,4 +771,96 @@ unsafe fn weights_avx512(w: &mut [i32], s: WeightScale, exp2: &Exp2Q15<'_>) -> u
         j += 16;
     }
     _mm512_reduce_add_epi32(sum) as u32
+}
+
+/// Columns `col..col + cols` (`cols <= 64`) of [`pv_avx512`] with weights in `0..=65535`: rows
+/// `j..j+4` interleaved byte by byte (two in-lane unpack steps, a 4×4 transpose per 128-bit
+/// lane), so each 32-bit lane holds one column of four rows, and `vpdpbusd` multiplies them by
+/// the four weights' low bytes (one accumulator) and high bytes (another), unsigned by signed
+/// with exact `i32` sums. Lane block `l` of accumulator `k` holds columns `16l + 4k..+4`;
+/// the blocks are put in order once, at the end. Caller: AVX-512F/BW/VL + VNNI, rows fit,
+/// `col + cols <= acc.len()`, weights in `0..=65535`.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn pv_vnni_quads(
+    w: &[i32],
+    v: &[i8],
+    stride: usize,
+    acc: &mut [i32],
+    col: usize,
+    cols: usize,
+) {
+    let m: __mmask64 = if cols >= 64 { !0 } else { (1u64 << cols) - 1 };
+    let mut lo = [_mm512_setzero_si512(); 4];
+    let mut hi = [_mm512_setzero_si512(); 4];
+    let zero = _mm512_setzero_si512();
+    let mut row = v.as_ptr().add(col);
+    for chunk in w.chunks(64) {
+        // The weights' low and high bytes, four keys per `u32` (key 4g + i in byte i).
+        let (mut low_bytes, mut high_bytes) = ([0u32; 16], [0u32; 16]);
+        for (q, part) in chunk.chunks(16).enumerate() {
+            let keep = (((1u32 << part.len()) - 1) & 0xFFFF) as __mmask16;
+            let wv = _mm512_maskz_loadu_epi32(keep, part.as_ptr());
+            let (l, h) = (low_bytes.as_mut_ptr(), high_bytes.as_mut_ptr());
+            _mm_storeu_si128(l.add(4 * q).cast(), _mm512_cvtepi32_epi8(wv));
+            let high = _mm512_cvtepi32_epi8(_mm512_srli_epi32::<8>(wv));
+            _mm_storeu_si128(h.add(4 * q).cast(), high);
+        }
+        let rows = chunk.len();
+        for (g, (&wl, &wh)) in low_bytes.iter().zip(&high_bytes).enumerate() {
+            let first = 4 * g;
+            if first >= rows {
+                break;
+            }
+            // Rows past the chunk (weight 0) are zeros, not read.
+            let mut r = [zero; 4];
+            for (i, x) in r.iter_mut().enumerate() {
+                if first + i < rows {
+                    *x = _mm512_maskz_loadu_epi8(m, row.cast());
+                    row = row.add(stride);
+                }
+            }
+            let (wl, wh) = (_mm512_set1_epi32(wl as i32), _mm512_set1_epi32(wh as i32));
+            let a = _mm512_unpacklo_epi8(r[0], r[1]);
+            let b = _mm512_unpackhi_epi8(r[0], r[1]);
+            let c = _mm512_unpacklo_epi8(r[2], r[3]);
+            let d = _mm512_unpackhi_epi8(r[2], r[3]);
+            let x = [
+                _mm512_unpacklo_epi16(a, c),
+                _mm512_unpackhi_epi16(a, c),
+                _mm512_unpacklo_epi16(b, d),
+                _mm512_unpackhi_epi16(b, d),
+            ];
+            for k in 0..4 {
+                lo[k] = _mm512_dpbusd_epi32(lo[k], wl, x[k]);
+                hi[k] = _mm512_dpbusd_epi32(hi[k], wh, x[k]);
+            }
+        }
+    }
+    let mut s = [zero; 4];
+    for (k, x) in s.iter_mut().enumerate() {
+        *x = _mm512_add_epi32(lo[k], _mm512_slli_epi32::<8>(hi[k]));
+    }
+    // Block l of s[k] is columns 16l + 4k..+4: a 4×4 transpose of 128-bit blocks.
+    let t0 = _mm512_shuffle_i32x4::<0x44>(s[0], s[1]);
+    let t1 = _mm512_shuffle_i32x4::<0xEE>(s[0], s[1]);
+    let t2 = _mm512_shuffle_i32x4::<0x44>(s[2], s[3]);
+    let t3 = _mm512_shuffle_i32x4::<0xEE>(s[2], s[3]);
+    let out = [
+        _mm512_shuffle_i32x4::<0x88>(t0, t2),
+        _mm512_shuffle_i32x4::<0xDD>(t0, t2),
+        _mm512_shuffle_i32x4::<0x88>(t1, t3),
+        _mm512_shuffle_i32x4::<0xDD>(t1, t3),
+    ];
+    let ap = acc.as_mut_ptr().add(col);
+    for (q, sum) in out.into_iter().enumerate() {
+        let mask = ((m >> (16 * q)) & 0xFFFF) as __mmask16;
+        if mask == 0 {
+            break;
+        }
+        let p = ap.add(16 * q);
+        let a = _mm512_maskz_loadu_epi32(mask, p);
+        _mm512_mask_storeu_epi32(p, mask, _mm512_add_epi32(a, sum));
+    }
 }
