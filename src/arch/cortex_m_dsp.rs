@@ -936,3 +936,61 @@ pub(super) fn dot_weights_q15(
     }
     sum
 }
+
+/// The DSP body of the fast path of the int8 SDPA's row normalization
+/// (`attention::int8::sdpa`): per column `saturate_i8(((x·mr + 2^(n-1) - [x·mr < 0]) >> n)`
+/// with `x = acc[c] · 2^up`, which must fit an `i32` (checked per column: `false` is
+/// returned at the first column where it does not, and the caller's general path
+/// redoes the row). One `SMULL`, a 64-bit rounding add, `SSAT`: 16 instructions a column.
+/// Needs `0 <= up <= 31` and `33 <= n <= 62`; `false` otherwise.
+pub(crate) fn normalize_row(acc: &[i64], up: u32, mr: i32, n: u32, out: &mut [i8]) -> bool {
+    let len = acc.len().min(out.len());
+    if len == 0 || up > 31 || !(33..=62).contains(&n) {
+        return false;
+    }
+    let (n_hi, half_hi) = (n - 32, 1u32 << (n - 33));
+    let ok: u32;
+    // SAFETY: reads `len` `i64`s of `acc` and writes `len` bytes of `out` (both hold that
+    // many); `LDRD` needs the 4-byte alignment `i64` has.
+    unsafe {
+        asm!(
+            "2:",
+            "ldrd {lo}, {hi}, [{acc}], #8",
+            // acc[c] fits an i32, and so does x = acc[c] << up.
+            "cmp {hi}, {lo}, asr #31",
+            "bne 8f",
+            "lsl {x}, {lo}, {up}",
+            "asr {hi}, {x}, {up}",
+            "cmp {hi}, {lo}",
+            "bne 8f",
+            // p = x·mr; p + (p < 0 ? -1 : 0) in 64 bits; + 2^(n-1) (in the high word); >> n.
+            "smull {x}, {hi}, {x}, {mr}",
+            "adds {x}, {x}, {hi}, asr #31",
+            "adc {hi}, {hi}, {hi}, asr #31",
+            "add {hi}, {hi}, {half}",
+            "asr {hi}, {hi}, {nhi}",
+            "ssat {hi}, #8, {hi}",
+            "strb {hi}, [{out}], #1",
+            "subs {cnt}, {cnt}, #1",
+            "bne 2b",
+            "movs {ok}, #1",
+            "b 9f",
+            "8:",
+            "movs {ok}, #0",
+            "9:",
+            acc = inout(reg) acc.as_ptr() => _,
+            out = inout(reg) out.as_mut_ptr() => _,
+            cnt = inout(reg) len => _,
+            up = in(reg) up,
+            mr = in(reg) mr,
+            nhi = in(reg) n_hi,
+            half = in(reg) half_hi,
+            ok = out(reg) ok,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            x = out(reg) _,
+            options(nostack),
+        );
+    }
+    ok == 1
+}

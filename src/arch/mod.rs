@@ -31,7 +31,7 @@ mod simd;
 mod portable;
 // Int8 primitives, backend chosen at compile time (Cortex-M DSP / Helium): see `int8.rs`.
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
-mod cortex_m_dsp;
+pub(crate) mod cortex_m_dsp;
 // f32 dot products and weighted rows with VLDM/VMLA on hard-float Cortex-M (compile time;
 // not with Helium, where the auto-vectorized scalar loops are faster), f16 with VCVTB/VCVTT.
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]

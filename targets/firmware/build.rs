@@ -137,10 +137,18 @@ const PACKED_I8_MACHINES: [&str; 3] = ["mps2-an386", "mps2-an500", "mps2-an505"]
 /// keys and values of the i8 runs with `lq >= 2` (the formula of the library's
 /// `int8_sdpa_packed_scratch_len`: `lk/4` groups of `2d` words and `lk/2` pairs of `dv`
 /// words, rounded up to `i64`s).
-fn scratch_bytes(packed_i8: bool, ty: &str, (lq, lk, d, dv): (usize, usize, usize, usize)) -> usize {
+fn scratch_bytes(
+    packed_i8: bool,
+    ty: &str,
+    (lq, lk, d, dv): (usize, usize, usize, usize),
+) -> usize {
     let (_, _, per_dv) = BENCH_TYPES.iter().find(|t| t.0 == ty).expect("bench type");
     let words = lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv;
-    let packed = if packed_i8 && ty == "i8" && lq >= 2 { 8 * words.div_ceil(2) } else { 0 };
+    let packed = if packed_i8 && ty == "i8" && lq >= 2 {
+        8 * words.div_ceil(2)
+    } else {
+        0
+    };
     dv * per_dv + packed
 }
 
@@ -459,7 +467,8 @@ fn generate(dir: &Path, machine: &str, flash_budget: usize, ram_budget: usize) -
             && case["tolerance"]["i8"].is_number()
             && PACKED_I8_MACHINES.contains(&machine)
         {
-            max_packed_i8 = max_packed_i8.max(packed_i8_len(&case).unwrap_or_else(|e| panic!("{name}: {e}")));
+            max_packed_i8 =
+                max_packed_i8.max(packed_i8_len(&case).unwrap_or_else(|e| panic!("{name}: {e}")));
         }
         cases.push_str(&embedded.source);
     }

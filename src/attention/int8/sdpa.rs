@@ -669,6 +669,10 @@ fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, ou
     if arch::mve_softmax::normalize_row(acc, -up, mr as i64, n as u32, out) {
         return;
     }
+    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
+    if arch::cortex_m_dsp::normalize_row(acc, up as u32, mr, n as u32, out) {
+        return;
+    }
     let (half, n_hi) = (1i64 << (n - 1), (n - 32) as u32);
     for (o, &a) in out.iter_mut().zip(acc) {
         let Ok(a) = i32::try_from(a) else {

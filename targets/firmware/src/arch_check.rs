@@ -10,7 +10,14 @@
 //! check arch_f32 BACKEND PRIMITIVE cases N failed M
 //! check arch_f16 BACKEND PRIMITIVE cases N failed M   (hard-float cores only)
 //! check arch_i8 long_passes cases N failed M          (hard-float cores only)
+//! check arch_i8 dot_weights_q15 cases N failed M      (hard-float cores only)
+//! check arch_i8 packed_sdpa cases N failed M          (hard-float cores only)
 //! ```
+//!
+//! The last line runs `int8_sdpa` with the compact scratch and with
+//! `int8_sdpa_packed_scratch_len` (keys and values packed once per call on the DSP cores, with
+//! the `d = 64` and full-tile loops the conformance cases are too small to reach) and requires
+//! the same int8 bytes.
 
 use defmt::println;
 use microattn::arch::{self, scalar};
@@ -51,7 +58,11 @@ pub fn run() -> usize {
     // The f16 lines only where a hard-float backend could differ from scalar (the M0's flash
     // has no room for a scalar-against-scalar check).
     #[cfg(target_abi = "eabihf")]
-    let failed = failed + check_f16(&mut rng) + check_i8_long(&mut rng);
+    let failed = failed
+        + check_f16(&mut rng)
+        + check_i8_long(&mut rng)
+        + check_weights(&mut rng)
+        + check_packed_sdpa(&mut rng);
     failed
 }
 
@@ -116,6 +127,139 @@ fn check_i8_long(rng: &mut Rng) -> usize {
     }
     println!(
         "check arch_i8 long_passes cases {=usize} failed {=usize}",
+        cases, failed
+    );
+    failed
+}
+
+/// `arch::dot_weights_q15` (the int8 SDPA's softmax weights: `asm!` on the DSP cores)
+/// against `arch::scalar` on every Q20 logit difference that gives a distinct weight path:
+/// a sweep of `t` over `0 ..= 17·2^20 + 2^16` (the weight-0 limit) in steps that meet
+/// every `2^-n` and table entry, with random raw dot products around a maximum.
+#[cfg(target_abi = "eabihf")]
+#[inline(never)]
+fn check_weights(rng: &mut Rng) -> usize {
+    use microattn::arch::Exp2Q15;
+    let mut table = [0u32; 64];
+    for (k, t) in table.iter_mut().enumerate() {
+        // round(2^31 · 2^(-k/64)), as the library's table (any table checks the arithmetic).
+        *t = libm::round(libm::exp2(31.0 - k as f64 / 64.0)) as u32;
+    }
+    let exp2 = Exp2Q15 {
+        table: &table,
+        ln2_q32: 2_977_044_472,
+        ln2_third_q32: 992_348_157,
+    };
+    let (mut cases, mut failed) = (0, 0);
+    // Multiplier 2^20 / 2^32 per unit (lo = 2^20, hi = 0 would be t = d >> 12): use hi = 1,
+    // lo = 0 so that t = d, and sweep d directly.
+    let mut d = 0u32;
+    while d <= (17 << 20) + (1 << 16) {
+        let mut got = [0i32; 61];
+        for (j, x) in got.iter_mut().enumerate() {
+            *x = 0i32.wrapping_sub(d as i32).wrapping_sub(j as i32 * 977);
+        }
+        let mut want = got;
+        let g = arch::dot_weights_q15(&mut got, 0, 0, 1, u32::MAX, &exp2);
+        let w = scalar::dot_weights_q15(&mut want, 0, 0, 1, u32::MAX, &exp2);
+        cases += 1;
+        if g != w || got != want {
+            failed += 1;
+        }
+        d += 3989;
+    }
+    for _ in 0..64 {
+        let (lo, hi, cutoff) = (rng.next(), rng.next() % 4, rng.next() >> (rng.next() % 32));
+        let max = rng.next() as i32 >> 4;
+        let mut got = [0i32; 64];
+        for x in got.iter_mut() {
+            *x = max.wrapping_sub((rng.next() >> (rng.next() % 32)) as i32);
+        }
+        let mut want = got;
+        let g = arch::dot_weights_q15(&mut got, max, lo, hi, cutoff, &exp2);
+        let w = scalar::dot_weights_q15(&mut want, max, lo, hi, cutoff, &exp2);
+        cases += 1;
+        if g != w || got != want {
+            failed += 1;
+        }
+    }
+    println!(
+        "check arch_i8 dot_weights_q15 cases {=usize} failed {=usize}",
+        cases, failed
+    );
+    failed
+}
+
+/// Largest `lk · (d + dv)` and packed scratch of [`check_packed_sdpa`].
+#[cfg(target_abi = "eabihf")]
+const PACKED_KV: usize = 130 * 128;
+#[cfg(target_abi = "eabihf")]
+const PACKED_SCRATCH: usize = 4 * 1024 + 256;
+
+/// `int8_sdpa` with the compact scratch and with room to pack keys and values: the same bytes.
+#[cfg(target_abi = "eabihf")]
+#[inline(never)]
+fn check_packed_sdpa(rng: &mut Rng) -> usize {
+    use core::ptr::addr_of_mut;
+    use microattn::attention::int8::{
+        int8_sdpa, int8_sdpa_packed_scratch_len, int8_sdpa_scratch_len, Int8Bias, Int8Scales,
+        Int8SdpaParams,
+    };
+    use microattn::attention::{AttentionShape, Score};
+    use microattn::mask::{Mask, MaskTerm};
+    static mut KV: [i8; PACKED_KV] = [0; PACKED_KV];
+    static mut SCRATCH: [i64; PACKED_SCRATCH] = [0; PACKED_SCRATCH];
+    // SAFETY: only this function uses these statics, once at a time.
+    let (kv, scratch) = unsafe { (&mut *addr_of_mut!(KV), &mut *addr_of_mut!(SCRATCH)) };
+    // (heads, kv_heads, lq, lk, d, dv): full 64-key tiles and a partial one, d = 64 (the
+    // unrolled Q·K) and other multiples of 4, odd key counts, GQA.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 6] = [
+        (1, 1, 3, 70, 64, 64),
+        (1, 1, 2, 128, 64, 8),
+        (1, 1, 2, 65, 32, 36),
+        (2, 1, 1, 64, 64, 64),
+        (1, 1, 4, 9, 12, 4),
+        (1, 1, 2, 130, 16, 48),
+    ];
+    let causal = [MaskTerm::Causal];
+    let (mut cases, mut failed) = (0, 0);
+    for (heads, kv_heads, lq, lk, d, dv) in SHAPES {
+        for (mask, scale) in [(Mask::NONE, 0.02f32), (Mask::new(&causal), 0.05)] {
+            let shape = AttentionShape::multi_head(heads, kv_heads, lq, lk, d, dv);
+            let mut q = [0i8; 4 * 64];
+            let mut out = [[0i8; 4 * 64]; 2];
+            let q = &mut q[..heads * lq * d];
+            let (k, rest) = kv.split_at_mut(kv_heads * lk * d);
+            let v = &mut rest[..kv_heads * lk * dv];
+            rng.fill(q);
+            rng.fill(k);
+            rng.fill(v);
+            let scales = Int8Scales {
+                q: scale,
+                k: scale,
+                v: 0.01,
+                out: 0.008,
+            };
+            let packed_len = int8_sdpa_packed_scratch_len(shape);
+            let ok = packed_len <= PACKED_SCRATCH
+                && Int8SdpaParams::new(scales, d, Score::Dot, None, mask, Int8Bias::None)
+                    .and_then(|params| {
+                        let [compact_out, packed_out] = &mut out;
+                        let n = heads * lq * dv;
+                        let compact = &mut scratch[..int8_sdpa_scratch_len(shape)];
+                        int8_sdpa(q, k, v, &mut compact_out[..n], shape, &params, compact)?;
+                        let packed = &mut scratch[..packed_len];
+                        int8_sdpa(q, k, v, &mut packed_out[..n], shape, &params, packed)
+                    })
+                    .is_ok();
+            cases += 1;
+            if !ok || out[0] != out[1] {
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "check arch_i8 packed_sdpa cases {=usize} failed {=usize}",
         cases, failed
     );
     failed
