@@ -1,14 +1,16 @@
-//! x86_64 versions of the int8 primitives [`super::dot_i8_keys`] and [`super::pv_i8`]:
+//! x86_64 versions of the int8 primitives [`super::dot_i8_keys`], [`super::pv_i8`] and
+//! [`super::dot_weights_q15`] (the int8 SDPA's softmax weights):
 //!
-//! | path | needs | dot products | weighted rows |
-//! |---|---|---|---|
-//! | `vnni512` | AVX-512F/BW/VL + AVX512_VNNI, rustc ≥ 1.89 (`cfg(microattn_avx512)`) | `vpdpbusd`, 16 keys per block | `vpmulld` on 16 columns |
-//! | `avx2` | AVX2 | `vpmovsxbw` + `vpmaddwd`, 8 keys per block | `vpmulld` on 8 columns |
-//! | `scalar` | – | [`super::scalar`] | [`super::scalar`] |
+//! | path | needs | dot products | weighted rows | softmax weights |
+//! |---|---|---|---|---|
+//! | `vnni512` | AVX-512F/BW/VL + AVX512_VNNI, rustc ≥ 1.89 (`cfg(microattn_avx512)`) | `vpdpbusd`, 16 keys per block (4 keys per vector for `d <= 16`; `d = 64, 128` unrolled) | weights in `0..2^16` (the SDPA's): their two bytes by `vpdpbusd`, four rows per instruction; other `i16` weights `vpdpwssd` on row pairs; else `vpmulld` | 16 keys per step, the 64-entry table in four registers (`vpermt2d`) |
+//! | `avx2` | AVX2 | `vpmovsxbw` + `vpmaddwd`, 8 keys per block | `vpmaddwd` on row pairs for `i16` weights, else `vpmulld` | 8 keys per step, the table by `vpgatherdd` |
+//! | `scalar` | – | [`super::scalar`] | [`super::scalar`] | [`super::scalar`] (the SDPA runs its own loop) |
 //!
 //! Every path gives the scalar bits: all arithmetic is `i32` modulo 2^32, where the order of
 //! the additions does not matter, and every product is exact (`vpmaddwd` of sign-extended
-//! bytes, `vpmulld` keeps the low 32 bits as `wrapping_mul` does).
+//! bytes, `vpmulld` keeps the low 32 bits as `wrapping_mul` does, a 16-bit weight is
+//! `lo + 256·hi`); the softmax weights repeat the scalar `u32` operations lane by lane.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the keys are biased to unsigned
 //! (`k ^ 0x80 = k + 128`) and the bias is taken off once per query:
@@ -409,7 +411,80 @@ unsafe fn dot_keys_vnni(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
     match q.len() {
         64 => dot_keys_vnni_chunks::<1>(q, keys, stride, out),
         128 => dot_keys_vnni_chunks::<2>(q, keys, stride, out),
+        1..=16 => dot_keys_vnni_short(q, keys, stride, out),
         _ => dot_keys_vnni_chunks::<0>(q, keys, stride, out),
+    }
+}
+
+/// [`dot_keys_vnni`] for `d <= 16`: four keys per vector, one in each 128-bit block (a
+/// single load when the keys are 16 bytes apart, else four), the query repeated in every
+/// block, so a 16-key block is four `vpdpbusd` and a 10-instruction reduction. Caller: as
+/// there, `1 <= q.len() <= 16`.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn dot_keys_vnni_short(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
+    let d = q.len();
+    // The key's bytes in a block; masked-off bytes are 0 in the query, so their biased key
+    // bytes (0x80) add nothing.
+    let row: u64 = (1u64 << d) - 1;
+    let qv = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(row as __mmask16, q.as_ptr().cast()));
+    let q_sum = q.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32));
+    let correction = _mm512_set1_epi32(q_sum.wrapping_mul(128));
+    let flip = _mm512_set1_epi8(-128);
+    // Lane 4b + g of the reduction holds key 4g + b.
+    let order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    let zero = _mm512_setzero_si512();
+    let n = out.len();
+    let mut j = 0;
+    while j < n {
+        let count = (n - j).min(VNNI_KEYS);
+        let mut acc = [zero; 4];
+        for (g, a) in acc.iter_mut().enumerate() {
+            let first = j + 4 * g;
+            // Keys first.. of this vector that exist (0 to 4); absent keys are zeros.
+            let keys_here = count.saturating_sub(4 * g).min(4);
+            let mut v = zero;
+            if keys_here > 0 {
+                let p = keys.as_ptr().add(first * stride);
+                if stride == 16 {
+                    // Four consecutive keys: one load, each block's first d bytes.
+                    let blocks = (1u64 << (16 * keys_here as u32 - 1) << 1).wrapping_sub(1);
+                    let mask = row.wrapping_mul(0x0001_0001_0001_0001) & blocks;
+                    v = _mm512_maskz_loadu_epi8(mask, p.cast());
+                } else {
+                    let load = |i: usize| {
+                        if i < keys_here {
+                            _mm_maskz_loadu_epi8(row as __mmask16, p.add(i * stride).cast())
+                        } else {
+                            _mm_setzero_si128()
+                        }
+                    };
+                    v = _mm512_castsi128_si512(load(0));
+                    v = _mm512_inserti32x4::<1>(v, load(1));
+                    v = _mm512_inserti32x4::<2>(v, load(2));
+                    v = _mm512_inserti32x4::<3>(v, load(3));
+                }
+            }
+            *a = _mm512_dpbusd_epi32(zero, _mm512_xor_si512(v, flip), qv);
+        }
+        // Per block b: [Σ key b, Σ key 4 + b, Σ key 8 + b, Σ key 12 + b].
+        let s01 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(acc[0], acc[1]),
+            _mm512_unpackhi_epi32(acc[0], acc[1]),
+        );
+        let s23 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(acc[2], acc[3]),
+            _mm512_unpackhi_epi32(acc[2], acc[3]),
+        );
+        let t = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(s01, s23),
+            _mm512_unpackhi_epi64(s01, s23),
+        );
+        let sums = _mm512_sub_epi32(_mm512_permutexvar_epi32(order, t), correction);
+        let store_mask: __mmask16 = ((1u32 << count) - 1) as u16;
+        _mm512_mask_storeu_epi32(out.as_mut_ptr().add(j).cast(), store_mask, sums);
+        j += count;
     }
 }
 
@@ -489,6 +564,10 @@ unsafe fn dot_keys_vnni_chunks<const CHUNKS: usize>(
 unsafe fn pv_avx512(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let dv = acc.len();
     if weights_fit_u16(w) {
+        if dv <= 16 {
+            pv_vnni_short(w, v, stride, acc);
+            return;
+        }
         // 64 columns at a time, four rows per `vpdpbusd` (one for the weights' low bytes,
         // one for their high bytes); the last group's loads and stores are masked.
         let mut col = 0;
@@ -863,4 +942,114 @@ unsafe fn pv_vnni_quads(
         let a = _mm512_maskz_loadu_epi32(mask, p);
         _mm512_mask_storeu_epi32(p, mask, _mm512_add_epi32(a, sum));
     }
+}
+
+/// [`pv_avx512`] for `dv <= 16` with weights in `0..=65535`: sixteen rows per step, row
+/// `4g + b` in block `b` of vector `g` (one load when the rows are 16 bytes apart), two unpack
+/// steps put rows `b, 4 + b, 8 + b, 12 + b` of one column in each 32-bit lane of block `b`,
+/// and the weights' bytes are shuffled to match (`vpshufb` per block); the four blocks hold
+/// different rows of the same columns and are added at the end. Caller: AVX-512F/BW/VL +
+/// VNNI, rows fit, `acc.len() <= 16`, weights in `0..=65535`.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn pv_vnni_short(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
+    let dv = acc.len();
+    // The row's bytes in a block (loads read nothing past them).
+    let row: u64 = (1u64 << dv) - 1;
+    let zero = _mm512_setzero_si512();
+    // Block b takes bytes b, 4 + b, 8 + b, 12 + b of the 16 weight bytes, in every lane.
+    let spread = _mm512_set_epi32(
+        0x0F0B_0703,
+        0x0F0B_0703,
+        0x0F0B_0703,
+        0x0F0B_0703,
+        0x0E0A_0602,
+        0x0E0A_0602,
+        0x0E0A_0602,
+        0x0E0A_0602,
+        0x0D09_0501,
+        0x0D09_0501,
+        0x0D09_0501,
+        0x0D09_0501,
+        0x0C08_0400,
+        0x0C08_0400,
+        0x0C08_0400,
+        0x0C08_0400,
+    );
+    let mut lo = [zero; 4];
+    let mut hi = [zero; 4];
+    let mut base = v.as_ptr();
+    for chunk in w.chunks(16) {
+        let rows = chunk.len();
+        let keep = (((1u32 << rows) - 1) & 0xFFFF) as __mmask16;
+        let wv = _mm512_maskz_loadu_epi32(keep, chunk.as_ptr());
+        let low = _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(wv));
+        let high = _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(_mm512_srli_epi32::<8>(wv)));
+        let (wl, wh) = (
+            _mm512_shuffle_epi8(low, spread),
+            _mm512_shuffle_epi8(high, spread),
+        );
+        let mut z = [zero; 4];
+        for (g, x) in z.iter_mut().enumerate() {
+            // Rows 4g.. of this chunk that exist (0 to 4); absent rows are zeros.
+            let rows_here = rows.saturating_sub(4 * g).min(4);
+            if rows_here == 0 {
+                continue;
+            }
+            let p = base.add(4 * g * stride);
+            if stride == 16 {
+                let blocks = (1u64 << (16 * rows_here as u32 - 1) << 1).wrapping_sub(1);
+                let mask = row.wrapping_mul(0x0001_0001_0001_0001) & blocks;
+                *x = _mm512_maskz_loadu_epi8(mask, p);
+            } else {
+                let load = |i: usize| {
+                    if i < rows_here {
+                        _mm_maskz_loadu_epi8(row as __mmask16, p.add(i * stride))
+                    } else {
+                        _mm_setzero_si128()
+                    }
+                };
+                let mut y = _mm512_castsi128_si512(load(0));
+                y = _mm512_inserti32x4::<1>(y, load(1));
+                y = _mm512_inserti32x4::<2>(y, load(2));
+                *x = _mm512_inserti32x4::<3>(y, load(3));
+            }
+        }
+        base = base.add(rows * stride);
+        let a = _mm512_unpacklo_epi8(z[0], z[1]);
+        let b = _mm512_unpackhi_epi8(z[0], z[1]);
+        let c = _mm512_unpacklo_epi8(z[2], z[3]);
+        let d = _mm512_unpackhi_epi8(z[2], z[3]);
+        // Columns 4k..4k + 4 of rows b, 4 + b, 8 + b, 12 + b in block b.
+        let x = [
+            _mm512_unpacklo_epi16(a, c),
+            _mm512_unpackhi_epi16(a, c),
+            _mm512_unpacklo_epi16(b, d),
+            _mm512_unpackhi_epi16(b, d),
+        ];
+        for k in 0..4 {
+            lo[k] = _mm512_dpbusd_epi32(lo[k], wl, x[k]);
+            hi[k] = _mm512_dpbusd_epi32(hi[k], wh, x[k]);
+        }
+    }
+    let mut s = [zero; 4];
+    for (k, x) in s.iter_mut().enumerate() {
+        *x = _mm512_add_epi32(lo[k], _mm512_slli_epi32::<8>(hi[k]));
+    }
+    // The four blocks of s[k] summed: columns 4k..4k + 4, in order.
+    let half = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x44>(a, b),
+            _mm512_shuffle_i32x4::<0xEE>(a, b),
+        )
+    };
+    let (u01, u23) = (half(s[0], s[1]), half(s[2], s[3]));
+    let sum = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x88>(u01, u23),
+        _mm512_shuffle_i32x4::<0xDD>(u01, u23),
+    );
+    let mask = (row & 0xFFFF) as __mmask16;
+    let a = _mm512_maskz_loadu_epi32(mask, acc.as_ptr());
+    _mm512_mask_storeu_epi32(acc.as_mut_ptr(), mask, _mm512_add_epi32(a, sum));
 }
