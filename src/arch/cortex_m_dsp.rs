@@ -671,6 +671,98 @@ unsafe fn dot4_packed_64(qp: *const u32, kp: *const u32) -> [i32; 4] {
     [acc0, acc1, acc2, acc3]
 }
 
+/// One block of [`dot4_packed_64_groups`]: [`dot4_ldm_block`] with the sums in r0-r3
+/// (`STM` needs them ascending); `$op` is `smuad` (first block: no accumulator to clear)
+/// or `smlad`.
+macro_rules! dot4_r0_block {
+    ($off:literal, first) => {
+        concat!(
+            "ldrd {qe}, {qo}, [{qp}, #",
+            $off,
+            "]\n",
+            "ldm {kp}!, {{r4, r5, r8, r10}}\n",
+            "smuad r0, {qe}, r4\n",
+            "smlad r0, {qo}, r5, r0\n",
+            "smuad r1, {qe}, r8\n",
+            "smlad r1, {qo}, r10, r1\n",
+            "ldm {kp}!, {{r4, r5, r8, r10}}\n",
+            "smuad r2, {qe}, r4\n",
+            "smlad r2, {qo}, r5, r2\n",
+            "smuad r3, {qe}, r8\n",
+            "smlad r3, {qo}, r10, r3\n",
+        )
+    };
+    ($off:literal) => {
+        concat!(
+            "ldrd {qe}, {qo}, [{qp}, #",
+            $off,
+            "]\n",
+            "ldm {kp}!, {{r4, r5, r8, r10}}\n",
+            "smlad r0, {qe}, r4, r0\n",
+            "smlad r0, {qo}, r5, r0\n",
+            "smlad r1, {qe}, r8, r1\n",
+            "smlad r1, {qo}, r10, r1\n",
+            "ldm {kp}!, {{r4, r5, r8, r10}}\n",
+            "smlad r2, {qe}, r4, r2\n",
+            "smlad r2, {qo}, r5, r2\n",
+            "smlad r3, {qe}, r8, r3\n",
+            "smlad r3, {qo}, r10, r3\n",
+        )
+    };
+}
+
+/// [`dot4_packed_64`] over `groups` whole groups in one `asm!` loop, the four sums stored
+/// with one `STM`. Every register is taken, so the output pointer and the group count live
+/// in words 32 and 33 of the query-pairs buffer (`qp`; `d = 64` uses words 0-31).
+///
+/// # Safety
+/// `qp` holds 34 `u32`s (32 of query pairs), `kp` `128 · groups`, `out` `4 · groups`
+/// `i32`s; `groups >= 1`.
+#[inline(always)]
+unsafe fn dot4_packed_64_groups(qp: *mut u32, kp: *const u32, out: *mut i32, groups: usize) {
+    qp.add(32).write(out as u32);
+    qp.add(33).write(groups as u32);
+    asm!(
+        "2:",
+        dot4_r0_block!("0", first),
+        dot4_r0_block!("8"),
+        dot4_r0_block!("16"),
+        dot4_r0_block!("24"),
+        dot4_r0_block!("32"),
+        dot4_r0_block!("40"),
+        dot4_r0_block!("48"),
+        dot4_r0_block!("56"),
+        dot4_r0_block!("64"),
+        dot4_r0_block!("72"),
+        dot4_r0_block!("80"),
+        dot4_r0_block!("88"),
+        dot4_r0_block!("96"),
+        dot4_r0_block!("104"),
+        dot4_r0_block!("112"),
+        dot4_r0_block!("120"),
+        "ldr {qe}, [{qp}, #128]",
+        "stm {qe}!, {{r0, r1, r2, r3}}",
+        "str {qe}, [{qp}, #128]",
+        "ldr {qe}, [{qp}, #132]",
+        "subs {qe}, {qe}, #1",
+        "str {qe}, [{qp}, #132]",
+        "bne 2b",
+        qp = in(reg) qp,
+        kp = inout(reg) kp => _,
+        qe = out(reg) _,
+        qo = out(reg) _,
+        out("r0") _,
+        out("r1") _,
+        out("r2") _,
+        out("r3") _,
+        out("r4") _,
+        out("r5") _,
+        out("r8") _,
+        out("r10") _,
+        options(nostack),
+    );
+}
+
 /// `out[j]` = the query's dot product with key `j` of `groups`, packed groups of four keys
 /// (`super::int8_packed`): the query is unpacked [`Q_CHUNK`] bytes at a time, then each
 /// group runs through [`dot4_packed`].
@@ -689,15 +781,13 @@ pub(super) unsafe fn dot_i8_packed(q: &[i8], groups: &[u32], out: &mut [i32]) {
         // The chunk's first block within each group (eight words per block).
         let offset = chunk * (Q_CHUNK / 4) * 8;
         if q.len() == 64 {
-            let mut fours = out.chunks_exact_mut(4);
-            let mut groups = groups.chunks_exact(group_words);
-            for (four, group) in (&mut fours).zip(&mut groups) {
-                if let [o0, o1, o2, o3] = four {
-                    [*o0, *o1, *o2, *o3] = dot4_packed_64(qp, group.as_ptr());
-                }
+            let whole = out.len() / 4;
+            if whole > 0 {
+                let qp = pairs.as_mut_ptr().cast::<u32>();
+                dot4_packed_64_groups(qp, groups.as_ptr(), out.as_mut_ptr(), whole);
             }
-            let rest = fours.into_remainder();
-            if let Some(group) = groups.next() {
+            let rest = out.chunks_exact_mut(4).into_remainder();
+            if let Some(group) = groups.chunks_exact(group_words).nth(whole) {
                 for (o, s) in rest.iter_mut().zip(dot4_packed_64(qp, group.as_ptr())) {
                     *o = s;
                 }

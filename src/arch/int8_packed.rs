@@ -61,18 +61,38 @@ pub(crate) fn pack_keys(keys: &[i8], d: usize, out: &mut [u32]) -> Result<(), Er
         expected: needed,
         found,
     })?;
-    for (group, group_out) in keys.chunks(4 * d).zip(out.chunks_exact_mut(2 * d)) {
-        // Padding keys are zero.
-        group_out.fill(0);
-        for (slot, key) in group.chunks_exact(d).enumerate() {
-            for (bytes, block_out) in key.chunks_exact(4).zip(group_out.chunks_exact_mut(8)) {
-                if let ([b0, b1, b2, b3], Some([even, odd])) =
-                    (bytes, block_out.get_mut(2 * slot..2 * slot + 2))
-                {
-                    *even = halves(*b0, *b2);
-                    *odd = halves(*b1, *b3);
-                }
-            }
+    // Padding keys are zero.
+    out.fill(0);
+    for (index, key) in keys.chunks_exact(d).enumerate() {
+        pack_key_at(key, index, out)?;
+    }
+    Ok(())
+}
+
+/// Writes key number `index` (`key.len()` bytes, a multiple of 4) into packed keys `keys`.
+///
+/// Errors: [`Error::InvalidParameter`] for a key length of 0 or not a multiple of 4,
+/// [`Error::LengthMismatch`] when the key's group ends past `keys`.
+pub(crate) fn pack_key_at(key: &[i8], index: usize, keys: &mut [u32]) -> Result<(), Error> {
+    let d = key.len();
+    if d == 0 || d % 4 != 0 {
+        return Err(Error::InvalidParameter);
+    }
+    let (group, slot) = (index / 4, index % 4);
+    let start = group.checked_mul(2 * d).ok_or(Error::ShapeOverflow)?;
+    let found = keys.len();
+    let group_out = keys
+        .get_mut(start..start + 2 * d)
+        .ok_or(Error::LengthMismatch {
+            expected: start + 2 * d,
+            found,
+        })?;
+    for (bytes, block_out) in key.chunks_exact(4).zip(group_out.chunks_exact_mut(8)) {
+        if let ([b0, b1, b2, b3], Some([even, odd])) =
+            (bytes, block_out.get_mut(2 * slot..2 * slot + 2))
+        {
+            *even = halves(*b0, *b2);
+            *odd = halves(*b1, *b3);
         }
     }
     Ok(())
@@ -95,14 +115,43 @@ pub(crate) fn pack_values(values: &[i8], dv: usize, out: &mut [u32]) -> Result<(
         expected: needed,
         found,
     })?;
-    let pairs = lk.div_ceil(2);
-    for (block, block_out) in out.chunks_exact_mut(4 * pairs).enumerate() {
-        let column = 4 * block;
-        for (two, words) in values.chunks(2 * dv).zip(block_out.chunks_exact_mut(4)) {
-            let row0 = two.get(column..column + 4).unwrap_or(&[0; 4]);
-            let row1 = two.get(dv + column..dv + column + 4).unwrap_or(&[0; 4]);
-            for ((word, &a), &b) in words.iter_mut().zip(row0).zip(row1) {
-                *word = halves(a, b);
+    // The padding row of an odd count is zero.
+    out.fill(0);
+    for (index, row) in values.chunks_exact(dv).enumerate() {
+        pack_value_at(row, index, lk, out)?;
+    }
+    Ok(())
+}
+
+/// Writes value row number `index` (`row.len()` bytes, a multiple of 4) into packed values
+/// `values` laid out for `capacity` rows.
+///
+/// Errors: [`Error::InvalidParameter`] for a row length of 0 or not a multiple of 4 or
+/// `index >= capacity`, [`Error::LengthMismatch`] when `values` is shorter than the layout.
+pub(crate) fn pack_value_at(
+    row: &[i8],
+    index: usize,
+    capacity: usize,
+    values: &mut [u32],
+) -> Result<(), Error> {
+    let dv = row.len();
+    if dv == 0 || dv % 4 != 0 || index >= capacity {
+        return Err(Error::InvalidParameter);
+    }
+    let needed = packed_values_words(capacity, dv);
+    if values.len() < needed {
+        return Err(Error::LengthMismatch {
+            expected: needed,
+            found: values.len(),
+        });
+    }
+    let (pair, shift) = (index / 2, 16 * (index % 2));
+    let block_words = 4 * capacity.div_ceil(2);
+    for (block, four) in row.chunks_exact(4).enumerate() {
+        let at = block * block_words + 4 * pair;
+        if let Some(words) = values.get_mut(at..at + 4) {
+            for (word, &x) in words.iter_mut().zip(four) {
+                *word = (*word & !(0xffff << shift)) | ((x as i16 as u16 as u32) << shift);
             }
         }
     }
@@ -110,10 +159,10 @@ pub(crate) fn pack_values(values: &[i8], dv: usize, out: &mut [u32]) -> Result<(
 }
 
 /// `out[j] = Σ_i q_i · key_{first + j}[i]` (wrapping `i32`), the keys packed by
-/// [`pack_keys`] with `d = q.len()`.
+/// [`pack_keys`] with `d = q.len()`. A `first` inside a group of four costs one extra group.
 ///
-/// Errors: [`Error::InvalidParameter`] when `q.len()` is 0 or not a multiple of 4, or
-/// `first % 4 != 0`; [`Error::LengthMismatch`] when the keys' groups end past `keys`.
+/// Errors: [`Error::InvalidParameter`] when `q.len()` is 0 or not a multiple of 4;
+/// [`Error::LengthMismatch`] when the keys' groups end past `keys`.
 pub(crate) fn dot_i8_packed(
     q: &[i8],
     keys: &[u32],
@@ -121,9 +170,29 @@ pub(crate) fn dot_i8_packed(
     out: &mut [i32],
 ) -> Result<(), Error> {
     let d = q.len();
-    if d == 0 || d % 4 != 0 || first % 4 != 0 {
+    if d == 0 || d % 4 != 0 {
         return Err(Error::InvalidParameter);
     }
+    let lead = first % 4;
+    if lead == 0 || out.is_empty() {
+        return dot_groups(q, keys, first, out);
+    }
+    // The keys before the next group boundary from their group's four dot products.
+    let mut four = [0i32; 4];
+    dot_groups(q, keys, first - lead, &mut four)?;
+    let n = (4 - lead).min(out.len());
+    let (head, rest) = out.split_at_mut(n);
+    for (o, &s) in head.iter_mut().zip(four.get(lead..).unwrap_or(&[])) {
+        *o = s;
+    }
+    dot_groups(q, keys, first - lead + 4, rest)
+}
+
+/// [`dot_i8_packed`] from the first key of a group (`first % 4 == 0`; `q.len()` a non-zero
+/// multiple of 4).
+#[inline(always)]
+fn dot_groups(q: &[i8], keys: &[u32], first: usize, out: &mut [i32]) -> Result<(), Error> {
+    let d = q.len();
     let group_words = 2 * d;
     let start = (first / 4).checked_mul(group_words);
     let end = first
@@ -163,10 +232,11 @@ pub(crate) fn dot_i8_packed(
 /// `acc[c] += Σ_j w[j] · v_{first + j}[column + c]` (wrapping `i32`), the value rows packed by
 /// [`pack_values`] for `lk` rows of `dv` bytes.
 ///
+/// An odd `first` pairs the first row with a zero weight for the row before it.
+///
 /// Errors: [`Error::InvalidParameter`] when a weight does not fit an `i16` (the SDPA's Q15
-/// weights always do), `first` is odd, `column` or `acc.len()` is not a multiple of 4, or
-/// `dv` is not; [`Error::LengthMismatch`] when the rows or columns end past the packed
-/// values.
+/// weights always do), `column` or `acc.len()` is not a multiple of 4, or `dv` is not;
+/// [`Error::LengthMismatch`] when the rows or columns end past the packed values.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pv_i8_packed(
     w: &[i32],
@@ -178,7 +248,7 @@ pub(crate) fn pv_i8_packed(
     acc: &mut [i32],
 ) -> Result<(), Error> {
     let fits = |x: &i32| i16::try_from(*x).is_ok();
-    if first % 2 != 0 || column % 4 != 0 || acc.len() % 4 != 0 || dv % 4 != 0 {
+    if column % 4 != 0 || acc.len() % 4 != 0 || dv % 4 != 0 {
         return Err(Error::InvalidParameter);
     }
     if !w.iter().all(fits) {
@@ -193,8 +263,16 @@ pub(crate) fn pv_i8_packed(
             found: values.len(),
         });
     }
-    let pairs = lk.div_ceil(2);
-    let block_words = 4 * pairs;
+    let block_words = 4 * lk.div_ceil(2);
+    let (mut w, mut first) = (w, first);
+    if first % 2 == 1 {
+        if let Some((&w0, rest)) = w.split_first() {
+            // Row `first` as the second of its pair, the row before it weighted 0.
+            let pair = [halves16(0, w0 as i16)];
+            pv_pairs(&pair, values, block_words, first / 2, column, acc);
+            (w, first) = (rest, first + 1);
+        }
+    }
     // Weight pairs `(w[2p], w[2p+1])`, 64 keys at a time (a zero weight pads an odd count).
     let mut weight_pairs = [0u32; 32];
     for (chunk, w_chunk) in w.chunks(64).enumerate() {
@@ -212,31 +290,49 @@ pub(crate) fn pv_i8_packed(
             *pair = last;
         }
         let used = w_chunk.len().div_ceil(2);
-        let (Some(weight_pairs), Some(first_pair)) = (
-            weight_pairs.get(..used),
-            (first / 2).checked_add(32 * chunk),
-        ) else {
-            break;
-        };
-        for (block, acc4) in acc.chunks_exact_mut(4).enumerate() {
-            let start = (column / 4 + block) * block_words + 4 * first_pair;
-            let Some(rows) = values.get(start..start + 4 * used) else {
-                break;
-            };
-            #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
-            // SAFETY: `rows` holds the four words of each of the `used` pairs.
-            unsafe {
-                super::cortex_m_dsp::pv_i8_packed(weight_pairs, rows, acc4)
-            };
-            #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
-            for (&pair, words) in weight_pairs.iter().zip(rows.chunks_exact(4)) {
-                for (a, &word) in acc4.iter_mut().zip(words) {
-                    *a = a.wrapping_add(smlad(pair, word));
-                }
-            }
+        if let Some(weight_pairs) = weight_pairs.get(..used) {
+            pv_pairs(
+                weight_pairs,
+                values,
+                block_words,
+                first / 2 + 32 * chunk,
+                column,
+                acc,
+            );
         }
     }
     Ok(())
+}
+
+/// Adds the weighted value pairs `first_pair ..` of every column block of `acc` (columns
+/// from `column`; bounds checked by the caller, a short `values` adds nothing).
+#[inline(always)]
+fn pv_pairs(
+    weight_pairs: &[u32],
+    values: &[u32],
+    block_words: usize,
+    first_pair: usize,
+    column: usize,
+    acc: &mut [i32],
+) {
+    let used = weight_pairs.len();
+    for (block, acc4) in acc.chunks_exact_mut(4).enumerate() {
+        let start = (column / 4 + block) * block_words + 4 * first_pair;
+        let Some(rows) = values.get(start..start + 4 * used) else {
+            return;
+        };
+        #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
+        // SAFETY: `rows` holds the four words of each of the `used` pairs.
+        unsafe {
+            super::cortex_m_dsp::pv_i8_packed(weight_pairs, rows, acc4)
+        };
+        #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
+        for (&pair, words) in weight_pairs.iter().zip(rows.chunks_exact(4)) {
+            for (a, &word) in acc4.iter_mut().zip(words) {
+                *a = a.wrapping_add(smlad(pair, word));
+            }
+        }
+    }
 }
 
 /// Two 16-bit values as the halves of a word (`a` low).
@@ -282,7 +378,7 @@ mod tests {
             let mut pv = [0u32; 512];
             pack_keys(k, d, &mut pk).unwrap();
             pack_values(v, dv, &mut pv).unwrap();
-            for first in (0..lk).step_by(4) {
+            for first in 0..lk {
                 let n = lk - first;
                 let mut out = [0i32; 16];
                 dot_i8_packed(q, &pk, first, &mut out[..n]).unwrap();
@@ -293,7 +389,7 @@ mod tests {
                 }
             }
             let w: [i32; 16] = core::array::from_fn(|j| [32767, -32768, 5, 0, -7, 1234][j % 6]);
-            for first in (0..lk).step_by(2) {
+            for first in 0..lk {
                 let n = lk - first;
                 let mut acc = [1i32; 16];
                 pv_i8_packed(&w[..n], &pv, lk, dv, first, 0, &mut acc[..dv]).unwrap();
@@ -313,9 +409,9 @@ mod tests {
         let mut out = [0u32; 8];
         assert!(pack_keys(&[0; 6], 3, &mut out).is_err());
         assert!(pack_keys(&[0; 8], 4, &mut out[..3]).is_err());
-        assert!(dot_i8_packed(&[0; 4], &out, 2, &mut [0; 1]).is_err());
+        assert!(dot_i8_packed(&[0; 3], &out, 0, &mut [0; 1]).is_err());
         assert!(dot_i8_packed(&[0; 4], &out, 0, &mut [0; 9]).is_err());
         assert!(pv_i8_packed(&[40000], &out, 2, 4, 0, 0, &mut [0; 4]).is_err());
-        assert!(pv_i8_packed(&[1], &out, 2, 4, 1, 0, &mut [0; 4]).is_err());
+        assert!(pv_i8_packed(&[1, 1], &out, 2, 4, 1, 0, &mut [0; 4]).is_err());
     }
 }

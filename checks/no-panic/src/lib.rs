@@ -11,8 +11,8 @@
 
 use microattn::attention::int8::{
     int8_additive_attention, int8_dense, int8_linear_attention, int8_luong_attention, int8_mha,
-    int8_sdpa, Int8AdditiveParams, Int8Dense, Int8LinearAttentionParams, Int8LuongParams,
-    Int8MhaParams, Int8MhaStats, Int8SdpaParams,
+    int8_sdpa, int8_sdpa_packed_kv, Int8AdditiveParams, Int8Dense, Int8LinearAttentionParams,
+    Int8LuongParams, Int8MhaParams, Int8MhaStats, Int8PackedKv, Int8SdpaParams,
 };
 use microattn::attention::{
     additive_attention, additive_attention_typed, linear_attention, linear_attention_typed,
@@ -269,6 +269,24 @@ pub extern "C" fn no_panic_int8_sdpa(
     scratch: &mut [i64],
 ) -> Result<(), Error> {
     int8_sdpa(q, k, v, out, shape, params, scratch)
+}
+
+#[no_mangle]
+pub extern "C" fn no_panic_int8_sdpa_packed_kv(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    storage: &mut [u32],
+    capacity: usize,
+    d: usize,
+    dv: usize,
+    out: &mut [i8],
+    params: &Int8SdpaParams<'_>,
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    let mut cache = Int8PackedKv::new(storage, capacity, d, dv)?;
+    cache.push(k, v)?;
+    int8_sdpa_packed_kv(q, &cache, out, params, scratch)
 }
 
 #[no_mangle]

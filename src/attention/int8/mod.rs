@@ -71,6 +71,7 @@ mod dense;
 mod linear;
 mod luong;
 mod mha;
+mod packed_kv;
 mod score;
 mod sdpa;
 mod softmax;
@@ -91,6 +92,7 @@ pub use luong::{
     Int8LuongParams, Int8LuongScore, MAX_SINGLE_QUERY_D,
 };
 pub use mha::{int8_mha, int8_mha_acc_len, int8_mha_scratch_len, Int8MhaParams, Int8MhaStats};
+pub use packed_kv::{int8_packed_kv_words, int8_sdpa_packed_kv, Int8PackedKv};
 pub use score::{Int8Logits, L1_WEIGHT_BITS, MAX_D, MAX_LOGIT};
 pub use sdpa::{
     int8_sdpa, int8_sdpa_fixed, int8_sdpa_heads_fixed, int8_sdpa_packed_scratch_len,

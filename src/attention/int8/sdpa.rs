@@ -266,6 +266,14 @@ pub(crate) fn validate_sdpa(
             found: out_len,
         });
     }
+    validate_params(shape, params)
+}
+
+/// Checks the sizes and the parameters against a shape whose lengths are checked.
+pub(crate) fn validate_params(
+    shape: AttentionShape,
+    params: &Int8SdpaParams<'_>,
+) -> Result<(), Error> {
     if shape.d > MAX_D || shape.lk > MAX_LK {
         return Err(Error::InvalidParameter);
     }
@@ -302,16 +310,6 @@ fn run(
     let Some(group) = heads.checked_div(kv_heads) else {
         return;
     };
-    let mut bufs = RowBuffers {
-        logits: [0; KEY_TILE],
-        weights: [0; KEY_TILE],
-        parts: [0; PV_COLUMNS],
-    };
-    // Once per call (a 64-bit division), not per row.
-    let diff_scale = match params.logits {
-        Int8Logits::Dot { logit } => Some(DiffScale::new(logit)),
-        _ => None,
-    };
     // Validated: every product below is a length of a slice that exists, so none overflows,
     // and none is 0 (the `max(1)` only spares the optimizer a panic path).
     let (k_len, v_len) = ((lk * d).max(1), (lk * dv).max(1));
@@ -341,32 +339,66 @@ fn run(
             (Ok(()), Ok(())) => Some(PackedHead {
                 keys: keys_room,
                 values: values_room,
+                capacity: lk,
             }),
             _ => None,
         };
+        let kv = HeadKv {
+            lk,
+            k: k_h,
+            v: v_h,
+            packed,
+        };
         let heads_of_group = q_g.chunks_exact(q_len).zip(out_g.chunks_exact_mut(out_len));
         for (g, (q_h, out_h)) in heads_of_group.enumerate() {
-            let h = kvh * group + g;
-            for (i, (q_row, out_row)) in q_h
-                .chunks_exact(d.max(1))
-                .zip(out_h.chunks_exact_mut(dv.max(1)))
-                .enumerate()
-            {
-                attend_row(
-                    q_row,
-                    k_h,
-                    v_h,
-                    packed.as_ref(),
-                    acc,
-                    out_row,
-                    h,
-                    i,
-                    params,
-                    diff_scale,
-                    &mut bufs,
-                );
-            }
+            attend_rows(q_h, d, &kv, out_h, kvh * group + g, params, acc);
         }
+    }
+}
+
+/// The keys and values of one key/value head: int8 rows, packed pairs, or both.
+pub(crate) struct HeadKv<'a> {
+    /// Keys (and value rows) in the head.
+    pub(crate) lk: usize,
+    /// The int8 keys, row-major (empty when there are only packed ones).
+    pub(crate) k: &'a [i8],
+    /// The int8 value rows, row-major (empty when there are only packed ones).
+    pub(crate) v: &'a [i8],
+    /// The same keys and values packed into 16-bit pairs.
+    pub(crate) packed: Option<PackedHead<'a>>,
+}
+
+/// Every query row of one head over one key/value head (`q_h`: rows of `d`, `out_h`: rows
+/// of `dv = acc.len()`). Shapes and params validated; without int8 rows, the packed ones
+/// must be there and the score must be the dot product.
+pub(crate) fn attend_rows(
+    q_h: &[i8],
+    d: usize,
+    kv: &HeadKv<'_>,
+    out_h: &mut [i8],
+    head: usize,
+    params: &Int8SdpaParams<'_>,
+    acc: &mut [i64],
+) {
+    let dv = acc.len();
+    let mut bufs = RowBuffers {
+        logits: [0; KEY_TILE],
+        weights: [0; KEY_TILE],
+        parts: [0; PV_COLUMNS],
+    };
+    // Once per head (a 64-bit division), not per row.
+    let diff_scale = match params.logits {
+        Int8Logits::Dot { logit } => Some(DiffScale::new(logit)),
+        _ => None,
+    };
+    for (i, (q_row, out_row)) in q_h
+        .chunks_exact(d.max(1))
+        .zip(out_h.chunks_exact_mut(dv.max(1)))
+        .enumerate()
+    {
+        attend_row(
+            q_row, kv, acc, out_row, head, i, params, diff_scale, &mut bufs,
+        );
     }
 }
 
@@ -379,9 +411,13 @@ const EXP2_Q15: arch::mve_softmax::Exp2Q15<'static> = arch::mve_softmax::Exp2Q15
 };
 
 /// One key/value head packed into 16-bit pairs ([`arch::int8_packed`]).
-struct PackedHead<'a> {
-    keys: &'a [u32],
-    values: &'a [u32],
+pub(crate) struct PackedHead<'a> {
+    /// [`arch::int8_packed::pack_keys`]'s layout for `capacity` keys.
+    pub(crate) keys: &'a [u32],
+    /// [`arch::int8_packed::pack_values`]'s layout for `capacity` rows.
+    pub(crate) values: &'a [u32],
+    /// The rows the layout has room for (at least the head's keys).
+    pub(crate) capacity: usize,
 }
 
 /// Per-row work arrays of [`attend_row`], cleared once per call: `logits` and `weights` are
@@ -514,9 +550,7 @@ fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale
 #[allow(clippy::too_many_arguments)]
 fn attend_row(
     q_row: &[i8],
-    k_h: &[i8],
-    v_h: &[i8],
-    packed: Option<&PackedHead<'_>>,
+    kv: &HeadKv<'_>,
     acc: &mut [i64],
     out_row: &mut [i8],
     head: usize,
@@ -530,8 +564,8 @@ fn attend_row(
         weights,
         parts,
     } = bufs;
-    let (d, dv) = (q_row.len(), acc.len());
-    let lk = k_h.len() / d;
+    let (d, dv, lk) = (q_row.len(), acc.len(), kv.lk);
+    let packed = kv.packed.as_ref();
     acc.fill(0);
     let position = params.mask.position(row);
     let row_state = params.logits.row_state(q_row);
@@ -546,15 +580,15 @@ fn attend_row(
         let mut start = run.start;
         while start < run.end {
             let end = run.end.min(start + KEY_TILE);
-            // Keys start..end lie in k_h and v_h (shapes validated): never None.
-            let (Some(w), Some(z), Some(keys), Some(rows)) = (
+            let (Some(w), Some(z)) = (
                 weights.get_mut(..end - start),
                 logits.get_mut(..end - start),
-                k_h.get(start * d..),
-                v_h.get(start * dv..),
             ) else {
                 break;
             };
+            // Keys start..end lie in the int8 rows when there are (shapes validated).
+            let keys = kv.k.get(start * d..).unwrap_or(&[]);
+            let rows = kv.v.get(start * dv..).unwrap_or(&[]);
             // The packed keys when there are (tiles start at a multiple of 4 unless a mask
             // moves them), else the int8 rows.
             let raw_ok = dot_logit.is_some()
@@ -620,8 +654,10 @@ fn attend_row(
                 let rows = rows.get(chunk * PV_COLUMNS..).unwrap_or(&[]);
                 let column = chunk * PV_COLUMNS;
                 let done = packed.is_some_and(|p| {
-                    arch::int8_packed::pv_i8_packed(w, p.values, lk, dv, start, column, part)
-                        .is_ok()
+                    arch::int8_packed::pv_i8_packed(
+                        w, p.values, p.capacity, dv, start, column, part,
+                    )
+                    .is_ok()
                 }) || arch::pv_i8(w, rows, dv, part).is_ok();
                 if done && dv > PV_COLUMNS {
                     // More columns than partial sums: one chunk at a time, flushed at once.

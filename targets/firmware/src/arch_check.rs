@@ -195,22 +195,33 @@ fn check_weights(rng: &mut Rng) -> usize {
 const PACKED_KV: usize = 130 * 128;
 #[cfg(target_abi = "eabihf")]
 const PACKED_SCRATCH: usize = 4 * 1024 + 256;
+#[cfg(target_abi = "eabihf")]
+const PACKED_CACHE: usize = 5 * 1024;
 
-/// `int8_sdpa` with the compact scratch and with room to pack keys and values: the same bytes.
+/// `int8_sdpa` with the compact scratch, with room to pack keys and values, and (one head)
+/// `int8_sdpa_packed_kv` over a packed cache of the same rows: the same bytes.
 #[cfg(target_abi = "eabihf")]
 #[inline(never)]
 fn check_packed_sdpa(rng: &mut Rng) -> usize {
     use core::ptr::addr_of_mut;
     use microattn::attention::int8::{
-        int8_sdpa, int8_sdpa_packed_scratch_len, int8_sdpa_scratch_len, Int8Bias, Int8Scales,
-        Int8SdpaParams,
+        int8_packed_kv_words, int8_sdpa, int8_sdpa_packed_kv, int8_sdpa_packed_scratch_len,
+        int8_sdpa_scratch_len, Int8Bias, Int8PackedKv, Int8Scales, Int8SdpaParams,
     };
     use microattn::attention::{AttentionShape, Score};
     use microattn::mask::{Mask, MaskTerm};
+    use microattn::Error;
     static mut KV: [i8; PACKED_KV] = [0; PACKED_KV];
     static mut SCRATCH: [i64; PACKED_SCRATCH] = [0; PACKED_SCRATCH];
+    static mut CACHE: [u32; PACKED_CACHE] = [0; PACKED_CACHE];
     // SAFETY: only this function uses these statics, once at a time.
-    let (kv, scratch) = unsafe { (&mut *addr_of_mut!(KV), &mut *addr_of_mut!(SCRATCH)) };
+    let (kv, scratch, cache) = unsafe {
+        (
+            &mut *addr_of_mut!(KV),
+            &mut *addr_of_mut!(SCRATCH),
+            &mut *addr_of_mut!(CACHE),
+        )
+    };
     // (heads, kv_heads, lq, lk, d, dv): full 64-key tiles and a partial one, d = 64 (the
     // unrolled Q·K) and other multiples of 4, odd key counts, GQA.
     const SHAPES: [(usize, usize, usize, usize, usize, usize); 6] = [
@@ -241,11 +252,12 @@ fn check_packed_sdpa(rng: &mut Rng) -> usize {
                 out: 0.008,
             };
             let packed_len = int8_sdpa_packed_scratch_len(shape);
+            let n = heads * lq * dv;
+            let params = Int8SdpaParams::new(scales, d, Score::Dot, None, mask, Int8Bias::None);
             let ok = packed_len <= PACKED_SCRATCH
-                && Int8SdpaParams::new(scales, d, Score::Dot, None, mask, Int8Bias::None)
+                && params
                     .and_then(|params| {
                         let [compact_out, packed_out] = &mut out;
-                        let n = heads * lq * dv;
                         let compact = &mut scratch[..int8_sdpa_scratch_len(shape)];
                         int8_sdpa(q, k, v, &mut compact_out[..n], shape, &params, compact)?;
                         let packed = &mut scratch[..packed_len];
@@ -255,6 +267,25 @@ fn check_packed_sdpa(rng: &mut Rng) -> usize {
             cases += 1;
             if !ok || out[0] != out[1] {
                 failed += 1;
+            }
+            // The same single-head attention over a packed KV cache filled row by row.
+            if heads == 1 {
+                let ok = params
+                    .and_then(|params| {
+                        let words = int8_packed_kv_words(lk, d, dv);
+                        let storage = cache.get_mut(..words).ok_or(Error::InvalidParameter)?;
+                        let mut cache = Int8PackedKv::new(storage, lk, d, dv)?;
+                        for (kr, vr) in k.chunks_exact(d).zip(v.chunks_exact(dv)) {
+                            cache.push(kr, vr)?;
+                        }
+                        let compact = &mut scratch[..int8_sdpa_scratch_len(shape)];
+                        int8_sdpa_packed_kv(q, &cache, &mut out[1][..n], &params, compact)
+                    })
+                    .is_ok();
+                cases += 1;
+                if !ok || out[0] != out[1] {
+                    failed += 1;
+                }
             }
         }
     }

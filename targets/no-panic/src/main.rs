@@ -15,9 +15,9 @@ use core::panic::PanicInfo;
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use cortex_m_rt::entry;
 use microattn::attention::int8::{
-    int8_additive_attention, int8_linear_attention, int8_luong_attention, int8_sdpa, Int8Bias,
-    Int8LinearAttentionParams, Int8Logits, Int8LuongParams, Int8LuongScore, Int8Scales,
-    Int8SdpaParams,
+    int8_additive_attention, int8_linear_attention, int8_luong_attention, int8_packed_kv_words,
+    int8_sdpa, int8_sdpa_packed_kv, Int8Bias, Int8LinearAttentionParams, Int8Logits,
+    Int8LuongParams, Int8LuongScore, Int8PackedKv, Int8Scales, Int8SdpaParams,
 };
 use microattn::attention::{
     additive_attention, linear_attention, luong_attention, sdpa, sdpa_typed, AdditiveParams,
@@ -262,7 +262,8 @@ fn main() -> ! {
             v: f::<1>(),
             out: f::<3>(),
         };
-        let int8_bias = Int8Bias::from_bias(&bias, heads, first(i32s, heads), first(u32s, 0));
+        let (thresholds, cache_words) = u32s.split_at_mut(N / 2);
+        let int8_bias = Int8Bias::from_bias(&bias, heads, first(i32s, heads), first(thresholds, 0));
         let prepared =
             int8_bias.and_then(|b| Int8SdpaParams::new(scales, d, score, Some(f::<3>()), mask, b));
         if let Ok(prepared) = prepared {
@@ -275,6 +276,20 @@ fn main() -> ! {
                 &prepared,
                 first(i64s, dv),
             ));
+        }
+        // The same over a packed KV cache of the keys and values (runtime sizes).
+        if let Ok(prepared) = prepared {
+            let words = int8_packed_kv_words(n, d, dv);
+            if let Ok(mut cache) = Int8PackedKv::new(first(cache_words, words), n, d, dv) {
+                let _ = black_box(cache.push(first(k, d), first(v, dv)));
+                let _ = black_box(int8_sdpa_packed_kv(
+                    first(q, n),
+                    &cache,
+                    first(out, n),
+                    &prepared,
+                    first(i64s, dv),
+                ));
+            }
         }
         let raw = FixedMultiplier::from_raw(p::<9>() as i32 * 1000, p::<10>() as i32 - 8);
         if let Ok(m) = raw {

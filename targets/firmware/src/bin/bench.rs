@@ -5,6 +5,10 @@
 //! bench machine=M kernel=sdpa type=T lq=N lk=N d=N dv=N instructions=N macs=N instr_per_mac=X
 //! ```
 //!
+//! After them, the i8 decode step over the packed KV cache (`kernel=sdpa_packed_kv`: the
+//! append of the newest key and value row and the attention of one query over the cache,
+//! `int8_sdpa_packed_kv`), in the same line format.
+//!
 //! Runs that do not fit the machine print `skipped REASON` instead of the counts. Then, per
 //! type, the stack high-water mark of the kernel (measured on the smallest run that fits):
 //!
@@ -21,8 +25,8 @@ use core::ptr::addr_of_mut;
 use cortex_m_rt::entry;
 use defmt::println;
 use microattn::attention::int8::{
-    int8_sdpa, int8_sdpa_packed_scratch_len, int8_sdpa_scratch_len, Int8Bias, Int8Scales,
-    Int8SdpaParams,
+    int8_packed_kv_words, int8_sdpa, int8_sdpa_packed_kv, int8_sdpa_packed_scratch_len,
+    int8_sdpa_scratch_len, Int8Bias, Int8PackedKv, Int8Scales, Int8SdpaParams,
 };
 use microattn::attention::{sdpa, sdpa_scratch_len, sdpa_typed, AttentionShape, Score, SdpaParams};
 use microattn::mask::Mask;
@@ -187,6 +191,57 @@ fn i8_scratch_len(shape: AttentionShape) -> usize {
     }
 }
 
+#[no_mangle]
+#[inline(never)]
+fn bench_sdpa_packed_kv_i8(
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    cache: &mut Int8PackedKv<'_>,
+    out: &mut [i8],
+    params: &Int8SdpaParams<'_>,
+    scratch: &mut [i64],
+) -> Result<(), Error> {
+    cache.push(k, v)?;
+    int8_sdpa_packed_kv(q, cache, out, params, scratch)
+}
+
+/// The decode step over the packed KV cache for `shape` (`lq = 1`): all keys but the last
+/// appended first (not counted), then the append of the last one and the attention.
+fn run_packed_kv(clock: &Clock, shape: AttentionShape) -> Result<u64, Error> {
+    let (_, pi8, _) = pools();
+    let (q, k, v) = inputs(pi8, shape);
+    let (lk, d, dv) = (shape.lk, shape.d, shape.dv);
+    let words = int8_packed_kv_words(lk, d, dv);
+    let (out, rest) = carve::<i8, u32>(shape.lq * dv, words + 2 * int8_sdpa_scratch_len(shape));
+    let (storage, scratch) = rest.split_at_mut(words);
+    // SAFETY: `scratch` is 8-byte aligned (the arena is, and `words` is even for these
+    // shapes: checked) and holds `2 · dv` words, that is `dv` i64s of plain data.
+    if words % 2 != 0 {
+        return Err(Error::InvalidParameter);
+    }
+    let scratch: &mut [i64] =
+        unsafe { core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), scratch.len() / 2) };
+    let mut cache = Int8PackedKv::new(storage, lk, d, dv)?;
+    for (kr, vr) in k.chunks_exact(d).zip(v.chunks_exact(dv)).take(lk - 1) {
+        cache.push(kr, vr)?;
+    }
+    let s = 1.0 / 127.0;
+    let scales = Int8Scales {
+        q: s,
+        k: s,
+        v: s,
+        out: s,
+    };
+    let params = Int8SdpaParams::new(scales, d, Score::Dot, None, Mask::NONE, Int8Bias::None)?;
+    let (last_k, last_v) = (&k[(lk - 1) * d..], &v[(lk - 1) * dv..]);
+    let (n, result) = clock.instructions(|| {
+        record_entry();
+        bench_sdpa_packed_kv_i8(q, last_k, last_v, &mut cache, out, &params, scratch)
+    });
+    result.map(|()| n)
+}
+
 /// Scratch bytes a kernel needs for `shape`.
 fn scratch_bytes(ty: Ty, shape: AttentionShape) -> usize {
     match ty {
@@ -241,6 +296,38 @@ fn main() -> ! {
         println!(
             "bench machine={=str} kernel=sdpa type={=str} lq={=usize} lk={=usize} d={=usize} dv={=usize} instructions={=u64} macs={=u64} instr_per_mac={=str}",
             MACHINE, ty.name(), lq, lk, d, dv, n, macs, ratio_3(n, macs, &mut buf)
+        );
+    }
+    // The decode step over the packed KV cache, where its storage fits the arena.
+    for &(ty, lq, lk, d, dv, skip) in PLAN {
+        if ty != Ty::I8 || lq != 1 || !wanted(ty, lq) {
+            continue;
+        }
+        let shape = AttentionShape::single(lq, lk, d, dv);
+        let bytes = lq * dv + 4 * int8_packed_kv_words(lk, d, dv) + 16 * dv + 8;
+        let reason = match skip {
+            Some(reason) => Some(reason),
+            None if bytes > ARENA => Some("the packed cache does not fit this machine's bench RAM"),
+            None => None,
+        };
+        if let Some(reason) = reason {
+            println!(
+                "bench machine={=str} kernel=sdpa_packed_kv type=i8 lq={=usize} lk={=usize} d={=usize} dv={=usize} skipped {=str}",
+                MACHINE, lq, lk, d, dv, reason
+            );
+            continue;
+        }
+        let n = match run_packed_kv(&clock, shape) {
+            Ok(n) => n,
+            Err(e) => {
+                println!("bench {=str} i8 packed kv failed: {}", MACHINE, e);
+                exit_failure()
+            }
+        };
+        let macs = (lq * lk * (d + dv)) as u64;
+        println!(
+            "bench machine={=str} kernel=sdpa_packed_kv type=i8 lq={=usize} lk={=usize} d={=usize} dv={=usize} instructions={=u64} macs={=u64} instr_per_mac={=str}",
+            MACHINE, lq, lk, d, dv, n, macs, ratio_3(n, macs, &mut buf)
         );
     }
     // Stack high-water marks: the kernels' stack does not depend on the shape (fixed tiles),
