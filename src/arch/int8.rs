@@ -193,6 +193,16 @@ pub(crate) fn dot_weights_q15_vector(
     }
 }
 
+/// The largest element of `w` (`None` when empty), with AVX2 / AVX-512 on x86_64 (the
+/// baseline x86_64 target has no 32-bit `max` instruction).
+#[inline]
+pub(crate) fn max_i32(w: &[i32]) -> Option<i32> {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86_int8::max_i32(w);
+    #[cfg(not(target_arch = "x86_64"))]
+    w.iter().copied().max()
+}
+
 /// `rows` rows of `width` elements, `stride` apart, fit in `len` elements.
 fn rows_fit(len: usize, rows: usize, stride: usize, width: usize) -> Result<(), Error> {
     if rows == 0 {

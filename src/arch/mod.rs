@@ -45,6 +45,7 @@ mod mve;
 pub(crate) mod mve_softmax;
 #[cfg(not(all(target_arch = "arm", arm_mve)))]
 pub(crate) use int8::dot_weights_q15_vector;
+pub(crate) use int8::max_i32;
 pub use int8::{dot_i8, dot_i8_keys, dot_weights_q15, pv_i8, Exp2Q15};
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -168,6 +168,51 @@ pub(super) fn dot_weights_q15(
     }
 }
 
+/// The largest element of `w` (`None` when empty) on the best vector path.
+#[inline]
+pub(super) fn max_i32(w: &[i32]) -> Option<i32> {
+    match path() {
+        Path::Scalar => w.iter().copied().max(),
+        // SAFETY: the path is only chosen when the CPU has AVX2.
+        Path::Avx2 => unsafe { max_avx2(w) },
+        // SAFETY: the path is only chosen when the CPU has AVX-512F/BW/VL and VNNI.
+        #[cfg(microattn_avx512)]
+        Path::Vnni512 => unsafe { max_avx512(w) },
+    }
+}
+
+/// Caller: AVX2. Eight lanes of `vpmaxsd`, the last `w.len() % 8` in scalar code.
+#[target_feature(enable = "avx2")]
+unsafe fn max_avx2(w: &[i32]) -> Option<i32> {
+    let first = *w.first()?;
+    let mut m = _mm256_set1_epi32(first);
+    let mut chunks = w.chunks_exact(8);
+    for c in chunks.by_ref() {
+        m = _mm256_max_epi32(m, _mm256_loadu_si256(c.as_ptr().cast()));
+    }
+    let mut lanes = [0i32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), m);
+    lanes.iter().chain(chunks.remainder()).copied().max()
+}
+
+/// Caller: AVX-512F. Sixteen lanes of `vpmaxsd`, the last step masked (its absent lanes
+/// keep the first element).
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn max_avx512(w: &[i32]) -> Option<i32> {
+    let first = *w.first()?;
+    let mut m = _mm512_set1_epi32(first);
+    let n = w.len();
+    let mut j = 0;
+    while j < n {
+        let valid = (((1u32 << (n - j).min(16)) - 1) & 0xFFFF) as __mmask16;
+        m = _mm512_max_epi32(m, _mm512_mask_loadu_epi32(m, valid, w.as_ptr().add(j)));
+        j += 16;
+    }
+    Some(_mm512_reduce_max_epi32(m))
+}
+
 /// The per-call operands of [`dot_weights_q15`] besides the weights and the `exp2` constants.
 #[derive(Clone, Copy)]
 struct WeightScale {
@@ -1052,4 +1097,48 @@ unsafe fn pv_vnni_short(w: &[i32], v: &[i8], stride: usize, acc: &mut [i32]) {
     let mask = (row & 0xFFFF) as __mmask16;
     let a = _mm512_maskz_loadu_epi32(mask, acc.as_ptr());
     _mm512_mask_storeu_epi32(acc.as_mut_ptr(), mask, _mm512_add_epi32(a, sum));
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// The vector maxima against the iterator's, on every length up to 70 and random values
+    /// (each path called directly when the CPU has it: no global backend switch).
+    #[test]
+    fn max_i32_matches_iterator() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..70 {
+            for round in 0..20 {
+                let w: Vec<i32> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        match round % 3 {
+                            0 => state as i32,
+                            1 => -((state % 1000) as i32),
+                            _ => i32::MIN + (state % 3) as i32,
+                        }
+                    })
+                    .collect();
+                let want = w.iter().copied().max();
+                assert_eq!(max_i32(&w), want);
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    assert_eq!(unsafe { max_avx2(&w) }, want, "avx2 {w:?}");
+                }
+                #[cfg(microattn_avx512)]
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+                {
+                    // SAFETY: the CPU has the features.
+                    assert_eq!(unsafe { max_avx512(&w) }, want, "avx512 {w:?}");
+                }
+            }
+        }
+    }
 }

@@ -506,7 +506,8 @@ impl DiffScale {
 /// (not inlined) so that its loops keep everything in registers.
 #[inline(never)]
 fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale) -> i64 {
-    let tile_max = w.iter().copied().max().unwrap_or(0);
+    // With AVX2 / AVX-512 on x86_64, else `w.iter().copied().max()`.
+    let tile_max = arch::max_i32(w).unwrap_or(0);
     let (factor, max) = softmax.fold_max(tile_max as i64, |x| {
         ds.t(u32::try_from(x).unwrap_or(u32::MAX)) as u64
     });
