@@ -946,34 +946,26 @@ unsafe fn pv_vnni_quads(
             _mm_storeu_si128(h.add(4 * q).cast(), high);
         }
         let rows = chunk.len();
-        for (g, (&wl, &wh)) in low_bytes.iter().zip(&high_bytes).enumerate() {
-            let first = 4 * g;
-            if first >= rows {
-                break;
-            }
-            // Rows past the chunk (weight 0) are zeros, not read.
-            let mut r = [zero; 4];
-            for (i, x) in r.iter_mut().enumerate() {
-                if first + i < rows {
-                    *x = _mm512_maskz_loadu_epi8(m, row.cast());
-                    row = row.add(stride);
-                }
-            }
-            let (wl, wh) = (_mm512_set1_epi32(wl as i32), _mm512_set1_epi32(wh as i32));
-            let a = _mm512_unpacklo_epi8(r[0], r[1]);
-            let b = _mm512_unpackhi_epi8(r[0], r[1]);
-            let c = _mm512_unpacklo_epi8(r[2], r[3]);
-            let d = _mm512_unpackhi_epi8(r[2], r[3]);
-            let x = [
-                _mm512_unpacklo_epi16(a, c),
-                _mm512_unpackhi_epi16(a, c),
-                _mm512_unpacklo_epi16(b, d),
-                _mm512_unpackhi_epi16(b, d),
+        for g in 0..rows / 4 {
+            let r = [
+                _mm512_maskz_loadu_epi8(m, row.cast()),
+                _mm512_maskz_loadu_epi8(m, row.add(stride).cast()),
+                _mm512_maskz_loadu_epi8(m, row.add(2 * stride).cast()),
+                _mm512_maskz_loadu_epi8(m, row.add(3 * stride).cast()),
             ];
-            for k in 0..4 {
-                lo[k] = _mm512_dpbusd_epi32(lo[k], wl, x[k]);
-                hi[k] = _mm512_dpbusd_epi32(hi[k], wh, x[k]);
+            row = row.add(4 * stride);
+            let (wl, wh) = (low_bytes[g & 15], high_bytes[g & 15]);
+            quad_step(&mut lo, &mut hi, r, wl, wh);
+        }
+        if rows % 4 != 0 {
+            // The last rows; rows past the chunk (weight 0) are zeros, not read.
+            let mut r = [zero; 4];
+            for x in r.iter_mut().take(rows % 4) {
+                *x = _mm512_maskz_loadu_epi8(m, row.cast());
+                row = row.add(stride);
             }
+            let g = rows / 4;
+            quad_step(&mut lo, &mut hi, r, low_bytes[g & 15], high_bytes[g & 15]);
         }
     }
     let mut s = [zero; 4];
@@ -1000,6 +992,36 @@ unsafe fn pv_vnni_quads(
         let p = ap.add(16 * q);
         let a = _mm512_maskz_loadu_epi32(mask, p);
         _mm512_mask_storeu_epi32(p, mask, _mm512_add_epi32(a, sum));
+    }
+}
+
+/// One step of [`pv_vnni_quads`]: four rows (64 columns each) times the four weights' low
+/// bytes `wl` and high bytes `wh` into the accumulators. Caller: AVX-512BW + VNNI.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[inline(always)]
+unsafe fn quad_step(
+    lo: &mut [__m512i; 4],
+    hi: &mut [__m512i; 4],
+    r: [__m512i; 4],
+    wl: u32,
+    wh: u32,
+) {
+    let (wl, wh) = (_mm512_set1_epi32(wl as i32), _mm512_set1_epi32(wh as i32));
+    let a = _mm512_unpacklo_epi8(r[0], r[1]);
+    let b = _mm512_unpackhi_epi8(r[0], r[1]);
+    let c = _mm512_unpacklo_epi8(r[2], r[3]);
+    let d = _mm512_unpackhi_epi8(r[2], r[3]);
+    // Columns 16l + 4k..+4 of the four rows in block l of x[k].
+    let x = [
+        _mm512_unpacklo_epi16(a, c),
+        _mm512_unpackhi_epi16(a, c),
+        _mm512_unpacklo_epi16(b, d),
+        _mm512_unpackhi_epi16(b, d),
+    ];
+    for k in 0..4 {
+        lo[k] = _mm512_dpbusd_epi32(lo[k], wl, x[k]);
+        hi[k] = _mm512_dpbusd_epi32(hi[k], wh, x[k]);
     }
 }
 
