@@ -186,6 +186,13 @@ fn bench_plan(out: &Path, machine: &str, flash_budget: usize, ram_budget: usize)
                 pool = grown;
                 // Output first, scratch after it at an 8-byte boundary.
                 arena = arena.max((lq * dv * elem).next_multiple_of(8) + scratch);
+                // The i8 decode step over the packed KV cache (bench.rs `run_packed_kv`):
+                // output, the cache's words and an accumulator row, when the budget allows.
+                let kv_words = lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv;
+                let packed_kv = (lq * dv).next_multiple_of(8) + 4 * kv_words + 8 * dv + 8;
+                if name == "i8" && lq == 1 && packed_kv <= ram_budget {
+                    arena = arena.max(packed_kv);
+                }
             }
         }
     }
