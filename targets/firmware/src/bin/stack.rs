@@ -21,8 +21,9 @@ use cortex_m_rt::entry;
 use defmt::println;
 use microattn::attention::int8::{
     int8_additive_attention, int8_dense, int8_linear_attention, int8_luong_attention, int8_mha,
-    int8_mha_acc_len, int8_mha_scratch_len, int8_sdpa, Int8AdditiveParams, Int8AdditiveScales,
-    Int8Bias, Int8Dense, Int8LinearAttentionParams, Int8LuongParams, Int8LuongScore, Int8MhaParams,
+    int8_mha_acc_len, int8_mha_scratch_len, int8_packed_kv_words, int8_sdpa, int8_sdpa_packed_kv,
+    int8_sdpa_packed_scratch_len, Int8AdditiveParams, Int8AdditiveScales, Int8Bias, Int8Dense,
+    Int8LinearAttentionParams, Int8LuongParams, Int8LuongScore, Int8MhaParams, Int8PackedKv,
     Int8Scales, Int8SdpaParams,
 };
 use microattn::attention::{
@@ -70,6 +71,7 @@ static mut I8: [[i8; N]; 8] = [[0; N]; 8];
 static mut I16: [i16; N] = [0; N];
 static mut I32: [i32; N] = [0; N];
 static mut I64: [i64; N] = [0; N];
+static mut U32: [u32; N] = [0; N];
 
 /// Attention shape of the attention kernels: 2 query heads over 1 KV head (GQA), 4 query
 /// rows, 16 keys, 16 features.
@@ -578,6 +580,34 @@ fn main() -> ! {
                         first(i64s, D),
                     )
                 });
+                ok &= measure("int8_sdpa (packed scratch)", &mut || {
+                    int8_sdpa(
+                        &q[..n],
+                        &k[..L * D],
+                        &v[..L * D],
+                        first(out, n),
+                        SHAPE,
+                        &params,
+                        first(i64s, int8_sdpa_packed_scratch_len(SHAPE)),
+                    )
+                });
+                // SAFETY: the only reference to the buffer, taken once.
+                let u32s = unsafe { &mut *addr_of_mut!(U32) };
+                let words = int8_packed_kv_words(L, D, D);
+                if let Ok(mut cache) = Int8PackedKv::new(first(u32s, words), L, D, D) {
+                    for t in 0..L {
+                        ok &= cache.push(&k[t * D..][..D], &v[t * D..][..D]).is_ok();
+                    }
+                    ok &= measure("int8_sdpa_packed_kv", &mut || {
+                        int8_sdpa_packed_kv(
+                            &q[..4 * D],
+                            &cache,
+                            first(out, 4 * D),
+                            &params,
+                            first(i64s, D),
+                        )
+                    });
+                }
                 let shape = KvShape::new(1, 16, D, D);
                 if let Ok(mut cache) = KvCache::new(
                     first(k_store, 16 * D),
