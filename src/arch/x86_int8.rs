@@ -474,9 +474,10 @@ unsafe fn dot_keys_vnni_short(q: &[i8], keys: &[i8], stride: usize, out: &mut [i
     // bytes (0x80) add nothing.
     let row: u64 = (1u64 << d) - 1;
     let qv = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(row as __mmask16, q.as_ptr().cast()));
-    let q_sum = q.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32));
-    let correction = _mm512_set1_epi32(q_sum.wrapping_mul(128));
     let flip = _mm512_set1_epi8(-128);
+    // 128·Σq in every lane: each block's sum of 128·q (four blocks of the repeated query).
+    let bias = _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, qv);
+    let correction = _mm512_set1_epi32(_mm512_reduce_add_epi32(bias) / 4);
     // Lane 4b + g of the reduction holds key 4g + b.
     let order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     let zero = _mm512_setzero_si512();
@@ -552,10 +553,18 @@ unsafe fn dot_keys_vnni_chunks<const CHUNKS: usize>(
         (1u64 << (d % 64)) - 1
     };
     let qp = q.as_ptr();
-    // The bias correction 128·Σq: Σ(k + 128)·q - 128·Σq = Σ k·q.
-    let q_sum = q.iter().fold(0i32, |s, &x| s.wrapping_add(x as i32));
-    let correction = q_sum.wrapping_mul(128);
     let flip = _mm512_set1_epi8(-128);
+    // The bias correction 128·Σq (Σ(k + 128)·q - 128·Σq = Σ k·q), by `vpdpbusd` of the
+    // bias bytes (0x80 = 128 unsigned) and the query.
+    let mut bias = _mm512_setzero_si512();
+    for c in 0..chunks {
+        bias = _mm512_dpbusd_epi32(bias, flip, _mm512_loadu_si512(qp.add(64 * c).cast()));
+    }
+    if tail_mask != 0 {
+        let qv = _mm512_maskz_loadu_epi8(tail_mask, qp.add(64 * chunks));
+        bias = _mm512_dpbusd_epi32(bias, flip, qv);
+    }
+    let correction = _mm512_reduce_add_epi32(bias);
     let n = out.len();
     let mut j = 0;
     while n - j >= VNNI_SINGLE_BELOW {
