@@ -856,6 +856,14 @@ microattn_status_t microattn_sdpa_s8(const int8_t *q,
 size_t microattn_sdpa_s8_scratch_len(struct microattn_shape_t shape);
 
 /**
+ * `int64_t` elements of scratch with which `microattn_sdpa_s8` packs each key/value head
+ * into 16-bit pairs once per call on the Cortex-M DSP cores (M4, M7, M33; used when a head
+ * has two or more query rows and `d`, `dv` are multiples of 4): the accumulator row plus
+ * `2 * lk * (d + dv)` bytes. The output bytes are the same with either length.
+ */
+size_t microattn_sdpa_s8_packed_scratch_len(struct microattn_shape_t shape);
+
+/**
  * Multi-head attention, f32: `Q = query Wq^T + bq`, `K = key Wk^T + bk`,
  * `V = value Wv^T + bv`, each split into `heads` heads of `embed / heads` features; every head
  * runs scaled dot-product attention (scale `1/sqrt(embed / heads)` unless `params` says

@@ -15,7 +15,8 @@ use crate::status::{
     MICROATTN_ERR_NULL_POINTER,
 };
 use microattn::attention::int8::{
-    int8_sdpa, int8_sdpa_scratch_len, Int8Bias, Int8Logits, Int8Scales, Int8SdpaParams,
+    int8_sdpa, int8_sdpa_packed_scratch_len, int8_sdpa_scratch_len, Int8Bias, Int8Logits,
+    Int8Scales, Int8SdpaParams,
 };
 use microattn::quant::FixedMultiplier;
 
@@ -406,4 +407,13 @@ pub unsafe extern "C" fn microattn_sdpa_s8(
 #[no_mangle]
 pub extern "C" fn microattn_sdpa_s8_scratch_len(shape: microattn_shape_t) -> usize {
     int8_sdpa_scratch_len(shape.into())
+}
+
+/// `int64_t` elements of scratch with which `microattn_sdpa_s8` packs each key/value head
+/// into 16-bit pairs once per call on the Cortex-M DSP cores (M4, M7, M33; used when a head
+/// has two or more query rows and `d`, `dv` are multiples of 4): the accumulator row plus
+/// `2 * lk * (d + dv)` bytes. The output bytes are the same with either length.
+#[no_mangle]
+pub extern "C" fn microattn_sdpa_s8_packed_scratch_len(shape: microattn_shape_t) -> usize {
+    int8_sdpa_packed_scratch_len(shape.into())
 }

@@ -146,7 +146,9 @@ static void sdpa_f16_check(void) {
     check_close(st, out, want, N(out), 2e-3, "sdpa_f16_gqa_causal");
 }
 
-static int8_t q8[N(q)], k8[N(k)], v8[N(v)], o8[N(out)];
+static int8_t q8[N(q)], k8[N(k)], v8[N(v)], o8[N(out)], o8_packed[N(out)];
+/* microattn_sdpa_s8_packed_scratch_len of this shape: DV + (LK/4 * 2*D + LK/2 * DV) / 2. */
+static int64_t packed_scratch[DV + (LK / 4 * 2 * D + LK / 2 * DV) / 2];
 
 static float max_abs(const float *x, size_t n) {
     float m = 0.0f;
@@ -184,6 +186,13 @@ static void sdpa_s8_check(void) {
     microattn_dequantize_s8(o8, N(o8), sc.out, out, N(out));
     ref_sdpa(qr, kr, vr, want, s, 1.0f / sqrtf(D), &fp.mask, slopes, logits);
     check_close(st, out, want, N(out), 2e-2, "sdpa_s8_gqa_causal_alibi");
+    /* With room to pack keys and values (the M4's SMLAD path): the same int8 bytes. */
+    microattn_status_t st2 = MICROATTN_ERR_INVALID_ARGUMENT;
+    if (st == MICROATTN_OK && microattn_sdpa_s8_packed_scratch_len(s) <= N(packed_scratch))
+        st2 = microattn_sdpa_s8(q8, N(q8), k8, N(k8), v8, N(v8), o8_packed, N(o8_packed), s,
+                                &prepared, packed_scratch, microattn_sdpa_s8_packed_scratch_len(s));
+    report(st2 == MICROATTN_OK && memcmp(o8, o8_packed, sizeof(o8)) == 0,
+           "sdpa_s8_packed_scratch_same_bytes", 0.0, 0.0, st2);
 }
 
 enum { CAP = 32, FILLED = 19 };
