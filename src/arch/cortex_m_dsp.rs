@@ -18,8 +18,15 @@
 //!   byte of a halfword (`v·256`), `(w·2^8 · v·2^8) >> 16 = w·v` exactly;
 //!   per 4 bytes of 2 rows, 2 `LDR`, 4 `AND`, 8 `SMLAW`.
 //!
-//! Both give exactly the bits of [`super::scalar`] (wrapping `i32` arithmetic). The caller
-//! ([`super::int8`]) checks that every key / value row is in bounds.
+//! - [`dot_i8_packed`], [`pv_i8_packed`]: the same on keys and values packed into 16-bit
+//!   pairs once per call or cache row (`super::int8_packed`): `LDRD`/`LDM` of ready pairs and
+//!   `SMLAD`, no unpacking (0.69 instructions per MAC each at d = dv = 64, unrolled).
+//! - [`dot_weights_q15`]: the int8 SDPA's Q15 softmax weights; [`normalize_row`]: its row
+//!   normalization (`SMULL`, a 64-bit rounding add, `SSAT`).
+//!
+//! All give exactly the bits of [`super::scalar`] (wrapping `i32` arithmetic) and of the
+//! kernel's scalar loops. The callers ([`super::int8`], `super::int8_packed`) check that every
+//! key / value row is in bounds.
 
 use super::scalar;
 use core::arch::asm;

@@ -55,7 +55,7 @@ pub struct Int8PackedKv<'a> {
 impl<'a> Int8PackedKv<'a> {
     /// An empty cache in `storage` (zeroed here: the padding of the packed layout must be
     /// zero). Errors: [`Error::InvalidParameter`] for a zero size, `d` or `dv` not a multiple
-    /// of 4, `d >` [`MAX_D`](super::MAX_D) or `capacity >` [`MAX_LK`](super::MAX_LK);
+    /// of 4, `d >` [`MAX_D`] or `capacity >` [`MAX_LK`];
     /// [`Error::LengthMismatch`] when `storage` is shorter than [`int8_packed_kv_words`].
     pub fn new(
         storage: &'a mut [u32],

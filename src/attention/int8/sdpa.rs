@@ -140,8 +140,9 @@ const PACK: bool = cfg!(all(target_arch = "arm", arm_dsp, not(arm_mve)));
 
 /// Int8 attention of `q` over `k`/`v` into `out`, shapes as [`AttentionShape`] describes
 /// (`[heads, lq, d]`, `[kv_heads, lk, d]`, `[kv_heads, lk, dv]`, `[heads, lq, dv]`).
-/// `scratch` holds [`int8_sdpa_scratch_len`] `i64`s. Integer arithmetic only; the output
-/// bytes are the same on every target.
+/// `scratch` holds [`int8_sdpa_scratch_len`] `i64`s ([`int8_sdpa_packed_scratch_len`] for
+/// the packed loops of the Cortex-M DSP cores). Integer arithmetic only; the output bytes are
+/// the same on every target and with either scratch.
 ///
 /// Rows with no allowed key are zero. Errors: a zero dimension, slice lengths that do not
 /// match the shape, `heads % kv_heads != 0`, `d >` [`MAX_D`](super::MAX_D) or
@@ -420,7 +421,7 @@ pub(crate) struct PackedHead<'a> {
     pub(crate) capacity: usize,
 }
 
-/// Per-row work arrays of [`attend_row`], cleared once per call: `logits` and `weights` are
+/// Per-row work arrays of [`attend_row`], cleared once per head: `logits` and `weights` are
 /// written before they are read, and `parts` is all zeros again after each row's last flush.
 struct RowBuffers {
     /// Logits of a tile (scores other than dot, or with a bias).
@@ -590,8 +591,7 @@ fn attend_row(
             // Keys start..end lie in the int8 rows when there are (shapes validated).
             let keys = kv.k.get(start * d..).unwrap_or(&[]);
             let rows = kv.v.get(start * dv..).unwrap_or(&[]);
-            // The packed keys when there are (tiles start at a multiple of 4 unless a mask
-            // moves them), else the int8 rows.
+            // The packed keys when there are, else the int8 rows.
             let raw_ok = dot_logit.is_some()
                 && packed
                     .and_then(|p| arch::int8_packed::dot_i8_packed(q_row, p.keys, start, w).ok())
