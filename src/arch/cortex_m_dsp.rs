@@ -613,74 +613,10 @@ unsafe fn dot4_packed(qp: *const u32, kp: *const u32, blocks: usize) -> [i32; 4]
     [acc0, acc1, acc2, acc3]
 }
 
-/// One 4-byte block of [`dot4_packed_64`]: the query's word pair at byte offset `$off` of
-/// `qp`, the four keys' pairs by two `LDM`s into r4, r5, r8, r10 (ascending, as `LDM` needs).
-macro_rules! dot4_ldm_block {
-    ($off:literal) => {
-        concat!(
-            "ldrd {qe}, {qo}, [{qp}, #",
-            $off,
-            "]\n",
-            "ldm {kp}!, {{r4, r5, r8, r10}}\n",
-            "smlad {acc0}, {qe}, r4, {acc0}\n",
-            "smlad {acc0}, {qo}, r5, {acc0}\n",
-            "smlad {acc1}, {qe}, r8, {acc1}\n",
-            "smlad {acc1}, {qo}, r10, {acc1}\n",
-            "ldm {kp}!, {{r4, r5, r8, r10}}\n",
-            "smlad {acc2}, {qe}, r4, {acc2}\n",
-            "smlad {acc2}, {qo}, r5, {acc2}\n",
-            "smlad {acc3}, {qe}, r8, {acc3}\n",
-            "smlad {acc3}, {qo}, r10, {acc3}\n",
-        )
-    };
-}
-
-/// [`dot4_packed`] for `d = 64` (16 blocks), unrolled: the query's pairs read at fixed
-/// offsets, so no loop counter is needed and two `LDM`s bring four keys' pairs (11
-/// instructions per 16 MACs instead of 13 and the loop).
-///
-/// # Safety
-/// `qp` holds 32 `u32`s, `kp` 128.
-#[inline(always)]
-unsafe fn dot4_packed_64(qp: *const u32, kp: *const u32) -> [i32; 4] {
-    let (mut acc0, mut acc1, mut acc2, mut acc3) = (0i32, 0i32, 0i32, 0i32);
-    asm!(
-        dot4_ldm_block!("0"),
-        dot4_ldm_block!("8"),
-        dot4_ldm_block!("16"),
-        dot4_ldm_block!("24"),
-        dot4_ldm_block!("32"),
-        dot4_ldm_block!("40"),
-        dot4_ldm_block!("48"),
-        dot4_ldm_block!("56"),
-        dot4_ldm_block!("64"),
-        dot4_ldm_block!("72"),
-        dot4_ldm_block!("80"),
-        dot4_ldm_block!("88"),
-        dot4_ldm_block!("96"),
-        dot4_ldm_block!("104"),
-        dot4_ldm_block!("112"),
-        dot4_ldm_block!("120"),
-        qp = in(reg) qp,
-        kp = inout(reg) kp => _,
-        acc0 = inout(reg) acc0,
-        acc1 = inout(reg) acc1,
-        acc2 = inout(reg) acc2,
-        acc3 = inout(reg) acc3,
-        qe = out(reg) _,
-        qo = out(reg) _,
-        out("r4") _,
-        out("r5") _,
-        out("r8") _,
-        out("r10") _,
-        options(nostack, readonly),
-    );
-    [acc0, acc1, acc2, acc3]
-}
-
-/// One block of [`dot4_packed_64_groups`]: [`dot4_ldm_block`] with the sums in r0-r3
-/// (`STM` needs them ascending); `$op` is `smuad` (first block: no accumulator to clear)
-/// or `smlad`.
+/// One 4-byte block of the unrolled group loops ([`dot4_packed_groups`]): the query's word
+/// pair at byte offset `$off` of `qp`, the four keys' pairs by two `LDM`s into r4, r5, r8,
+/// r10 and the sums in r0-r3 (`LDM`/`STM` need ascending lists): 11 instructions per 16
+/// MACs. The first block multiplies without accumulating (`SMUAD`), so nothing is cleared.
 macro_rules! dot4_r0_block {
     ($off:literal, first) => {
         concat!(
@@ -718,57 +654,69 @@ macro_rules! dot4_r0_block {
     };
 }
 
-/// [`dot4_packed_64`] over `groups` whole groups in one `asm!` loop, the four sums stored
+/// Defines `$name(qp, kp, out, groups)`: [`dot4_packed`] for `d = 4 · (1 + offsets)` over
+/// `groups` whole groups in one `asm!` loop, unrolled over the blocks, the four sums stored
 /// with one `STM`. Every register is taken, so the output pointer and the group count live
-/// in words 32 and 33 of the query-pairs buffer (`qp`; `d = 64` uses words 0-31).
-///
-/// # Safety
-/// `qp` holds 34 `u32`s (32 of query pairs), `kp` `128 · groups`, `out` `4 · groups`
-/// `i32`s; `groups >= 1`.
-#[inline(always)]
-unsafe fn dot4_packed_64_groups(qp: *mut u32, kp: *const u32, out: *mut i32, groups: usize) {
-    qp.add(32).write(out as u32);
-    qp.add(33).write(groups as u32);
-    asm!(
-        "2:",
-        dot4_r0_block!("0", first),
-        dot4_r0_block!("8"),
-        dot4_r0_block!("16"),
-        dot4_r0_block!("24"),
-        dot4_r0_block!("32"),
-        dot4_r0_block!("40"),
-        dot4_r0_block!("48"),
-        dot4_r0_block!("56"),
-        dot4_r0_block!("64"),
-        dot4_r0_block!("72"),
-        dot4_r0_block!("80"),
-        dot4_r0_block!("88"),
-        dot4_r0_block!("96"),
-        dot4_r0_block!("104"),
-        dot4_r0_block!("112"),
-        dot4_r0_block!("120"),
-        "ldr {qe}, [{qp}, #128]",
-        "stm {qe}!, {{r0, r1, r2, r3}}",
-        "str {qe}, [{qp}, #128]",
-        "ldr {qe}, [{qp}, #132]",
-        "subs {qe}, {qe}, #1",
-        "str {qe}, [{qp}, #132]",
-        "bne 2b",
-        qp = in(reg) qp,
-        kp = inout(reg) kp => _,
-        qe = out(reg) _,
-        qo = out(reg) _,
-        out("r0") _,
-        out("r1") _,
-        out("r2") _,
-        out("r3") _,
-        out("r4") _,
-        out("r5") _,
-        out("r8") _,
-        out("r10") _,
-        options(nostack),
-    );
+/// in words 32 and 33 of the query-pairs buffer (`qp`; `d <= 64` uses at most words 0-31).
+macro_rules! dot4_packed_groups {
+    ($name:ident, $($off:literal),+) => {
+        /// See [`dot4_packed_groups`].
+        ///
+        /// # Safety
+        /// `qp` holds 34 `u32`s (the query pairs first), `kp` `2 · d · groups`, `out`
+        /// `4 · groups` `i32`s; `groups >= 1`.
+        #[inline(always)]
+        unsafe fn $name(qp: *mut u32, kp: *const u32, out: *mut i32, groups: usize) {
+            qp.add(32).write(out as u32);
+            qp.add(33).write(groups as u32);
+            asm!(
+                "2:",
+                dot4_r0_block!("0", first),
+                $(dot4_r0_block!($off),)+
+                "ldr {qe}, [{qp}, #128]",
+                "stm {qe}!, {{r0, r1, r2, r3}}",
+                "str {qe}, [{qp}, #128]",
+                "ldr {qe}, [{qp}, #132]",
+                "subs {qe}, {qe}, #1",
+                "str {qe}, [{qp}, #132]",
+                "bne 2b",
+                qp = in(reg) qp,
+                kp = inout(reg) kp => _,
+                qe = out(reg) _,
+                qo = out(reg) _,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r10") _,
+                options(nostack),
+            );
+        }
+    };
 }
+
+dot4_packed_groups!(
+    dot4_packed_64_groups,
+    "8",
+    "16",
+    "24",
+    "32",
+    "40",
+    "48",
+    "56",
+    "64",
+    "72",
+    "80",
+    "88",
+    "96",
+    "104",
+    "112",
+    "120"
+);
+dot4_packed_groups!(dot4_packed_32_groups, "8", "16", "24", "32", "40", "48", "56");
 
 /// `out[j]` = the query's dot product with key `j` of `groups`, packed groups of four keys
 /// (`super::int8_packed`): the query is unpacked [`Q_CHUNK`] bytes at a time, then each
@@ -787,15 +735,21 @@ pub(super) unsafe fn dot_i8_packed(q: &[i8], groups: &[u32], out: &mut [i32]) {
         let qp = pairs.as_ptr().cast::<u32>();
         // The chunk's first block within each group (eight words per block).
         let offset = chunk * (Q_CHUNK / 4) * 8;
-        if q.len() == 64 {
+        // d = 64 and 32: whole groups in one unrolled loop, a partial last group on its own.
+        if q.len() == 64 || q.len() == 32 {
             let whole = out.len() / 4;
             if whole > 0 {
                 let qp = pairs.as_mut_ptr().cast::<u32>();
-                dot4_packed_64_groups(qp, groups.as_ptr(), out.as_mut_ptr(), whole);
+                let (kp, op) = (groups.as_ptr(), out.as_mut_ptr());
+                if q.len() == 64 {
+                    dot4_packed_64_groups(qp, kp, op, whole);
+                } else {
+                    dot4_packed_32_groups(qp, kp, op, whole);
+                }
             }
             let rest = out.chunks_exact_mut(4).into_remainder();
             if let Some(group) = groups.chunks_exact(group_words).nth(whole) {
-                for (o, s) in rest.iter_mut().zip(dot4_packed_64(qp, group.as_ptr())) {
+                for (o, s) in rest.iter_mut().zip(dot4_packed(qp, group.as_ptr(), blocks)) {
                     *o = s;
                 }
             }
