@@ -716,7 +716,16 @@ dot4_packed_groups!(
     "112",
     "120"
 );
-dot4_packed_groups!(dot4_packed_32_groups, "8", "16", "24", "32", "40", "48", "56");
+dot4_packed_groups!(
+    dot4_packed_32_groups,
+    "8",
+    "16",
+    "24",
+    "32",
+    "40",
+    "48",
+    "56"
+);
 
 /// `out[j]` = the query's dot product with key `j` of `groups`, packed groups of four keys
 /// (`super::int8_packed`): the query is unpacked [`Q_CHUNK`] bytes at a time, then each
