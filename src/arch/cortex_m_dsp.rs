@@ -1003,7 +1003,7 @@ pub(super) fn dot_weights_q15(
 /// returned at the first column where it does not, and the caller's general path
 /// redoes the row). One `SMULL`, a 64-bit rounding add, `SSAT`: 16 instructions a column.
 /// Needs `0 <= up <= 31` and `33 <= n <= 62`; `false` otherwise.
-pub(crate) fn normalize_row(acc: &[i64], up: u32, mr: i32, n: u32, out: &mut [i8]) -> bool {
+pub(super) fn normalize_row(acc: &[i64], up: u32, mr: i32, n: u32, out: &mut [i8]) -> bool {
     let len = acc.len().min(out.len());
     if len == 0 || up > 31 || !(33..=62).contains(&n) {
         return false;

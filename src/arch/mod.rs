@@ -31,7 +31,7 @@ mod simd;
 mod portable;
 // Int8 primitives, backend chosen at compile time (Cortex-M DSP / Helium): see `int8.rs`.
 #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
-pub(crate) mod cortex_m_dsp;
+mod cortex_m_dsp;
 // f32 dot products and weighted rows with VLDM/VMLA on hard-float Cortex-M (compile time;
 // not with Helium, where the auto-vectorized scalar loops are faster), f16 with VCVTB/VCVTT.
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
@@ -45,8 +45,8 @@ mod mve;
 pub(crate) mod mve_softmax;
 #[cfg(not(all(target_arch = "arm", arm_mve)))]
 pub(crate) use int8::dot_weights_q15_vector;
-pub(crate) use int8::max_i32;
 pub use int8::{dot_i8, dot_i8_keys, dot_weights_q15, pv_i8, Exp2Q15};
+pub(crate) use int8::{max_i32, normalize_row_q};
 #[cfg(target_arch = "x86_64")]
 mod x86;
 // Int8 primitives on x86_64 (AVX-512 VNNI, AVX2), run-time dispatch: see `x86_int8.rs`.

@@ -168,6 +168,54 @@ pub(super) fn dot_weights_q15(
     }
 }
 
+/// The int8 SDPA's fast row normalization (the loop of `normalize_row_fast` in
+/// `attention::int8::sdpa`): per column `saturate_i8((x·mr + 2^(n-1) - [x·mr < 0]) >> n)` with
+/// `x = acc[c] << up` in `i32`, eight columns per step with AVX-512. `false` on the other
+/// paths, for `up > 31` or `n` outside `32..=62`, and at the first column whose `x` does not
+/// fit an `i32` (`out` may then hold anything: the caller runs its general path).
+#[inline]
+pub(super) fn normalize_row(acc: &[i64], up: u32, mr: i32, n: u32, out: &mut [i8]) -> bool {
+    if up > 31 || !(32..=62).contains(&n) {
+        return false;
+    }
+    match path() {
+        // SAFETY: the path is only chosen when the CPU has AVX-512F/BW/VL and VNNI.
+        #[cfg(microattn_avx512)]
+        Path::Vnni512 => unsafe { normalize_row_avx512(acc, up, mr, n, out) },
+        _ => false,
+    }
+}
+
+/// Caller: AVX-512F, `up <= 31`, `32 <= n <= 62`. The range check is `(x >> up) == acc[c]`
+/// with `x` the sign-extended low word of `acc[c] << up` (as `i32` arithmetic wraps), the
+/// product `vpmuldq`, the rounding shift `vpsraq`, the clamp `vpmaxsq` to -127 and the
+/// saturating narrowing `vpmovsqb` to 127; the last step masked.
+#[cfg(microattn_avx512)]
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn normalize_row_avx512(acc: &[i64], up: u32, mr: i32, n: u32, out: &mut [i8]) -> bool {
+    let len = acc.len().min(out.len());
+    let (up_count, n_count) = (_mm_cvtsi32_si128(up as i32), _mm_cvtsi32_si128(n as i32));
+    let mr = _mm512_set1_epi64(mr as i64);
+    let half = _mm512_set1_epi64(1i64 << (n - 1));
+    let low = _mm512_set1_epi64(-127);
+    let mut j = 0;
+    while j < len {
+        let mask = ((1u32 << (len - j).min(8)) - 1) as __mmask8;
+        let a = _mm512_maskz_loadu_epi64(mask, acc.as_ptr().add(j));
+        let x = _mm512_srai_epi64::<32>(_mm512_slli_epi64::<32>(_mm512_sll_epi64(a, up_count)));
+        if _mm512_mask_cmpneq_epi64_mask(mask, _mm512_sra_epi64(x, up_count), a) != 0 {
+            return false;
+        }
+        let p = _mm512_mul_epi32(x, mr);
+        let rounded = _mm512_add_epi64(_mm512_add_epi64(p, half), _mm512_srai_epi64::<63>(p));
+        let r = _mm512_max_epi64(_mm512_sra_epi64(rounded, n_count), low);
+        _mm512_mask_cvtsepi64_storeu_epi8(out.as_mut_ptr().add(j).cast(), mask, r);
+        j += 8;
+    }
+    true
+}
+
 /// The largest element of `w` (`None` when empty) on the best vector path.
 #[inline]
 pub(super) fn max_i32(w: &[i32]) -> Option<i32> {

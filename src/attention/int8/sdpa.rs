@@ -706,8 +706,8 @@ fn normalize_row_fast(acc: &[i64], sum: i64, out_multiplier: FixedMultiplier, ou
     if arch::mve_softmax::normalize_row(acc, -up, mr as i64, n as u32, out) {
         return;
     }
-    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
-    if arch::cortex_m_dsp::normalize_row(acc, up as u32, mr, n as u32, out) {
+    // AVX-512 on x86_64, `asm!` on the Cortex-M DSP cores.
+    if arch::normalize_row_q(acc, up as u32, mr, n as u32, out) {
         return;
     }
     let (half, n_hi) = (1i64 << (n - 1), (n - 32) as u32);
@@ -749,8 +749,9 @@ mod tests {
     use super::*;
 
     /// The fast normalization gives the bits of `normalize_row` (its reference), on its own
-    /// path and on every fallback: sums with up to 30 significant bits, accumulators near
-    /// and beyond the i32 range, several output multipliers.
+    /// path (here the AVX-512 one when the CPU has it) and on every fallback: sums with up to
+    /// 30 significant bits, accumulators near and beyond the i32 range, several output
+    /// multipliers, 1 to 20 columns (the vector steps' masked tails).
     #[test]
     #[cfg_attr(miri, ignore = "long sweep: too slow under Miri")]
     fn normalize_row_fast_matches_normalize_row() {
@@ -768,7 +769,7 @@ mod tests {
             for _ in 0..2000 {
                 let bits = 1 + (next() % 30) as u32;
                 let sum = ((next() >> 34) as i64 & ((1i64 << bits) - 1)).max(1);
-                let mut acc = [0i64; 16];
+                let mut acc = [0i64; 20];
                 for a in acc.iter_mut() {
                     let r = next();
                     *a = match r % 4 {
@@ -780,9 +781,10 @@ mod tests {
                         _ => (r as i64) >> (r % 40),
                     };
                 }
-                let (mut fast, mut reference) = ([0i8; 16], [0i8; 16]);
-                normalize_row_fast(&acc, sum, m, &mut fast);
-                normalize_row(&acc, sum, m, &mut reference);
+                let len = 1 + (next() % 20) as usize;
+                let (acc, mut fast, mut reference) = (&acc[..len], [0i8; 20], [0i8; 20]);
+                normalize_row_fast(acc, sum, m, &mut fast[..len]);
+                normalize_row(acc, sum, m, &mut reference[..len]);
                 assert_eq!(fast, reference, "sum {sum} multiplier {real} acc {acc:?}");
                 cases += 1;
             }
