@@ -32,10 +32,11 @@ pub(crate) const fn packed_values_words(lk: usize, dv: usize) -> usize {
     lk.div_ceil(2).saturating_mul(dv)
 }
 
-/// The `i64` scratch a caller provides, seen as `u32` words for the packed layouts.
+/// The `i64` scratch a caller provides, seen as `u32` words for the packed layouts (in
+/// practice the whole slice: `u32`'s alignment divides `i64`'s; `align_to_mut` may return
+/// fewer words, and the kernels then find too little room and do not pack).
 pub(crate) fn scratch_words(scratch: &mut [i64]) -> &mut [u32] {
-    // SAFETY: every bit pattern is a valid `u32`, and `u32`'s alignment divides `i64`'s, so
-    // the middle part is the whole slice.
+    // SAFETY: every bit pattern is a valid `u32` (and of an `i64` written through it).
     let (_, words, _) = unsafe { scratch.align_to_mut::<u32>() };
     words
 }
