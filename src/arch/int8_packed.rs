@@ -406,6 +406,16 @@ mod tests {
     }
 
     #[test]
+    fn scratch_words_view_the_scratch() {
+        let mut scratch = [0i64; 3];
+        let words = scratch_words(&mut scratch);
+        assert!(words.len() <= 6);
+        words.fill(u32::MAX);
+        let filled = words.len();
+        assert_eq!(scratch.iter().filter(|&&x| x == -1).count() * 2, filled);
+    }
+
+    #[test]
     fn bad_shapes_are_errors() {
         let mut out = [0u32; 8];
         assert!(pack_keys(&[0; 6], 3, &mut out).is_err());
