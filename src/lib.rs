@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `std` | host conveniences (runtime SIMD dispatch, calibration helpers) |
 //! | `defmt` | `defmt::Format` on public types, for firmware logging |
-//! | `rayon` | heads in parallel on a rayon pool ([`par::sdpa_par`]; implies `std`) |
+//! | `rayon` | heads in parallel on a rayon pool (`par::sdpa_par`; implies `std`) |
 //! | `nightly` | a portable `core::simd` backend, `arch` backend `portable` (nightly toolchain only) |
 //!
 //! ```
