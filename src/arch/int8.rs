@@ -159,38 +159,14 @@ pub fn dot_weights_q15(
     cutoff: u32,
     exp2: &Exp2Q15<'_>,
 ) -> u32 {
-    match dot_weights_q15_vector(w, max, lo, hi, cutoff, exp2) {
-        Some(sum) => sum,
-        None => scalar::dot_weights_q15(w, max, lo, hi, cutoff, exp2),
-    }
-}
-
-/// [`dot_weights_q15`] when a faster version runs here (x86_64 with AVX2 or AVX-512, unless
-/// the scalar backend is selected; the Cortex-M DSP cores' `asm!`); `None` otherwise, and `w` is untouched (the int8 SDPA then
-/// runs its own scalar loop).
-#[inline]
-pub(crate) fn dot_weights_q15_vector(
-    w: &mut [i32],
-    max: i32,
-    lo: u32,
-    hi: u32,
-    cutoff: u32,
-    exp2: &Exp2Q15<'_>,
-) -> Option<u32> {
     #[cfg(target_arch = "x86_64")]
-    return super::x86_int8::dot_weights_q15(w, max, lo, hi, cutoff, exp2);
-    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
-    return Some(super::cortex_m_dsp::dot_weights_q15(
-        w, max, lo, hi, cutoff, exp2,
-    ));
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        all(target_arch = "arm", arm_dsp, not(arm_mve))
-    )))]
-    {
-        let _ = (w, max, lo, hi, cutoff, exp2);
-        None
+    if let Some(sum) = super::x86_int8::dot_weights_q15(w, max, lo, hi, cutoff, exp2) {
+        return sum;
     }
+    #[cfg(all(target_arch = "arm", arm_dsp, not(arm_mve)))]
+    return super::cortex_m_dsp::dot_weights_q15(w, max, lo, hi, cutoff, exp2);
+    #[cfg(not(all(target_arch = "arm", arm_dsp, not(arm_mve))))]
+    scalar::dot_weights_q15(w, max, lo, hi, cutoff, exp2)
 }
 
 /// The largest element of `w` (`None` when empty), with AVX2 / AVX-512 on x86_64 (the

@@ -44,7 +44,7 @@ pub(crate) fn scratch_words(scratch: &mut [i64]) -> &mut [u32] {
 /// Two int8 values as the signed 16-bit halves of a word (`a` low).
 #[inline(always)]
 fn halves(a: i8, b: i8) -> u32 {
-    (a as i16 as u16 as u32) | ((b as i16 as u16 as u32) << 16)
+    halves16(a as i16, b as i16)
 }
 
 /// Packs the `keys.len() / d` keys of `d` bytes into `out` (layout in the module docs).

@@ -43,8 +43,6 @@ pub(crate) mod int8_packed;
 mod mve;
 #[cfg(all(target_arch = "arm", arm_mve))]
 pub(crate) mod mve_softmax;
-#[cfg(not(all(target_arch = "arm", arm_mve)))]
-pub(crate) use int8::dot_weights_q15_vector;
 pub use int8::{dot_i8, dot_i8_keys, dot_weights_q15, pv_i8, Exp2Q15};
 pub(crate) use int8::{max_i32, normalize_row_q};
 #[cfg(target_arch = "x86_64")]

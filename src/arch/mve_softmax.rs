@@ -20,16 +20,7 @@
 
 use core::arch::asm;
 
-/// The constants of the softmax's Q15 `exp2` (`attention::int8::softmax::exp2_neg_q15`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Exp2Q15<'a> {
-    /// `round(2^31 · 2^(-k/64))` for `k` in `0..64`.
-    pub table: &'a [u32; 64],
-    /// `round(ln 2 · 2^32)` (even).
-    pub ln2_q32: u32,
-    /// `round(ln 2 / 3 · 2^32)` (below `2^31`).
-    pub ln2_third_q32: u32,
-}
+use super::Exp2Q15;
 
 /// The Q20 logit difference from which every weight is 0 (`17 · 2^20`).
 const WEIGHT_ZERO_T: u32 = 17 << 20;

@@ -418,6 +418,14 @@ fn mul_hi(a: u32, b: u32) -> u32 {
 /// `min(2^-t, 2^15 - 1)` in Q15 for a Q20 `t` (0 from `t = 17·2^20` on).
 #[inline(always)]
 fn weight_q15(t: u32, exp2: &super::Exp2Q15<'_>) -> u32 {
+    exp2_neg_q15(t, exp2).min((1 << 15) - 1)
+}
+
+/// `2^-t` in Q15 for a Q20 `t`, rounded half up: in `[0, 2^15]`, exactly `2^15` for `t = 0`
+/// and 0 from `t = 17·2^20` on (the int8 softmax's `exp2`, also used for its rescale
+/// factors, which may be 1.0).
+#[inline(always)]
+pub(crate) fn exp2_neg_q15(t: u32, exp2: &super::Exp2Q15<'_>) -> u32 {
     if t >= super::int8::WEIGHT_ZERO_T {
         return 0;
     }
@@ -436,5 +444,5 @@ fn weight_q15(t: u32, exp2: &super::Exp2Q15<'_>) -> u32 {
     let x = mul_hi(exp2.table.get(k as usize).copied().unwrap_or(0), poly);
     // Q30 to Q15 with 2^-n, rounded half up: (x + 2^(14+n)) >> (15+n), in a form that
     // cannot overflow (n <= 16).
-    (((x >> (14 + n)) + 1) >> 1).min((1 << 15) - 1)
+    ((x >> (14 + n)) + 1) >> 1
 }

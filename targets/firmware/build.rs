@@ -134,18 +134,16 @@ const BENCH_TYPES: [(&str, usize, usize); 3] = [("f32", 4, 0), ("i8", 1, 8), ("f
 const PACKED_I8_MACHINES: [&str; 3] = ["mps2-an386", "mps2-an500", "mps2-an505"];
 
 /// Scratch bytes of a run: `dv · scratch_per_dv`, plus on [`PACKED_I8_MACHINES`] the packed
-/// keys and values of the i8 runs with `lq >= 2` (the formula of the library's
-/// `int8_sdpa_packed_scratch_len`: `lk/4` groups of `2d` words and `lk/2` pairs of `dv`
-/// words, rounded up to `i64`s).
+/// keys and values of the i8 runs with `lq >= 2` (the library's
+/// `int8_sdpa_packed_scratch_len`: [`packed_words`] rounded up to `i64`s).
 fn scratch_bytes(
     packed_i8: bool,
     ty: &str,
     (lq, lk, d, dv): (usize, usize, usize, usize),
 ) -> usize {
     let (_, _, per_dv) = BENCH_TYPES.iter().find(|t| t.0 == ty).expect("bench type");
-    let words = lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv;
     let packed = if packed_i8 && ty == "i8" && lq >= 2 {
-        8 * words.div_ceil(2)
+        8 * packed_words(lk, d, dv).div_ceil(2)
     } else {
         0
     };
@@ -188,8 +186,8 @@ fn bench_plan(out: &Path, machine: &str, flash_budget: usize, ram_budget: usize)
                 arena = arena.max((lq * dv * elem).next_multiple_of(8) + scratch);
                 // The i8 decode step over the packed KV cache (bench.rs `run_packed_kv`):
                 // output, the cache's words and an accumulator row, when the budget allows.
-                let kv_words = lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv;
-                let packed_kv = (lq * dv).next_multiple_of(8) + 4 * kv_words + 8 * dv + 8;
+                let packed_kv =
+                    (lq * dv).next_multiple_of(8) + 4 * packed_words(lk, d, dv) + 8 * dv + 8;
                 if name == "i8" && lq == 1 && packed_kv <= ram_budget {
                     arena = arena.max(packed_kv);
                 }
@@ -527,7 +525,14 @@ fn packed_i8_len(case: &Value) -> Result<usize, String> {
     let (&[.., lk, d], &[.., dv]) = (ks.as_slice(), vs.as_slice()) else {
         return Err("k/v shapes".into());
     };
-    Ok(dv + (lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv).div_ceil(2))
+    Ok(dv + packed_words(lk, d, dv).div_ceil(2))
+}
+
+/// `u32` words of `lk` keys and value rows packed into 16-bit pairs (the library's
+/// `packed_keys_words + packed_values_words`, also `int8_packed_kv_words`): groups of four
+/// keys of `2d` words, pairs of value rows of `dv` words.
+fn packed_words(lk: usize, d: usize, dv: usize) -> usize {
+    lk.div_ceil(4) * 2 * d + lk.div_ceil(2) * dv
 }
 
 /// A tensor's shape and data.

@@ -9,7 +9,7 @@
 use super::bias::Int8Bias;
 use super::score::{Int8Logits, MAX_D};
 use super::softmax::{
-    normalize_row, rescale, sdpa_weight, IntOnlineSoftmax, SDPA_ONE, WEIGHT_ZERO_T,
+    normalize_row, rescale, sdpa_weight, IntOnlineSoftmax, EXP2_Q15, SDPA_ONE, WEIGHT_ZERO_T,
 };
 use crate::arch;
 use crate::attention::{AttentionShape, Score, TILE};
@@ -403,14 +403,6 @@ pub(crate) fn attend_rows(
     }
 }
 
-/// The constants of the Q15 `exp2` for the Helium weight loop.
-#[cfg(all(target_arch = "arm", arm_mve))]
-const EXP2_Q15: arch::mve_softmax::Exp2Q15<'static> = arch::mve_softmax::Exp2Q15 {
-    table: &super::softmax::EXP2_NEG_64THS_Q31,
-    ln2_q32: super::softmax::LN2_Q32,
-    ln2_third_q32: super::softmax::LN2_THIRD_Q32,
-};
-
 /// One key/value head packed into 16-bit pairs ([`arch::int8_packed`]).
 pub(crate) struct PackedHead<'a> {
     /// [`arch::int8_packed::pack_keys`]'s layout for `capacity` keys.
@@ -515,29 +507,10 @@ fn dot_tile_weights(w: &mut [i32], softmax: &mut IntOnlineSoftmax, ds: DiffScale
     let max = max as i32;
     #[cfg(all(target_arch = "arm", arm_mve))]
     let sum = arch::mve_softmax::dot_weights(w, max, ds.lo, ds.hi, ds.cutoff, EXP2_Q15);
+    // AVX2 / AVX-512 on x86_64, `asm!` on the Cortex-M DSP cores, else the scalar loop; at
+    // most KEY_TILE · 2^15: no overflow.
     #[cfg(not(all(target_arch = "arm", arm_mve)))]
-    let sum = {
-        use super::softmax::{sdpa_weight_q20, EXP2_NEG_64THS_Q31, LN2_Q32, LN2_THIRD_Q32};
-        let exp2 = arch::Exp2Q15 {
-            table: &EXP2_NEG_64THS_Q31,
-            ln2_q32: LN2_Q32,
-            ln2_third_q32: LN2_THIRD_Q32,
-        };
-        // The same weights 8 or 16 keys at a time on x86_64 (AVX2, AVX-512), else this loop.
-        match arch::dot_weights_q15_vector(w, max, ds.lo, ds.hi, ds.cutoff, &exp2) {
-            Some(sum) => sum,
-            None => {
-                // At most KEY_TILE · 2^15: no overflow.
-                let mut sum = 0u32;
-                for x in w.iter_mut() {
-                    let weight = sdpa_weight_q20(ds.t(max.abs_diff(*x)));
-                    sum += weight;
-                    *x = weight as i32;
-                }
-                sum
-            }
-        }
-    };
+    let sum = arch::dot_weights_q15(w, max, ds.lo, ds.hi, ds.cutoff, &EXP2_Q15);
     softmax.add(sum as i64);
     factor
 }

@@ -92,33 +92,25 @@ pub(crate) const LN2_THIRD_Q32: u32 = 992348157;
 /// The Q20 logit difference from which every SDPA weight is 0: 17.
 pub(crate) const WEIGHT_ZERO_T: u32 = 17 << LOGIT_FRAC_BITS;
 
+/// The constants of the Q15 `exp2` as the arch primitives take them.
+pub(crate) const EXP2_Q15: crate::arch::Exp2Q15<'static> = crate::arch::Exp2Q15 {
+    table: &EXP2_NEG_64THS_Q31,
+    ln2_q32: LN2_Q32,
+    ln2_third_q32: LN2_THIRD_Q32,
+};
+
 /// `2^-t` in Q15, rounded (half up), for `t >= 0` in Q20: in `[0, 2^15]`, exactly `2^15` for
 /// `t = 0` and 0 from `t = 17` on. Unsigned 32-bit arithmetic only (five 32×32→64
 /// multiplies, one table load): `t = n + k/64 + r` with `2^-n` a shift, `2^(-k/64)` a Q31
 /// table and `2^-r = e^(-r·ln2) ≈ 1 - u + u²/2 - u³/6` for `u = r·ln2 < 0.011` (truncation
-/// below `1e-9`, against a Q15 step of `3e-5`).
+/// below `1e-9`, against a Q15 step of `3e-5`); the arithmetic is
+/// [`crate::arch::scalar::exp2_neg_q15`]'s, shared with the weight primitives.
 #[inline(always)]
 pub(crate) fn exp2_neg_q15(t: u64) -> u32 {
     if t >= WEIGHT_ZERO_T as u64 {
         return 0;
     }
-    let t = t as u32;
-    let n = t >> LOGIT_FRAC_BITS;
-    let k = (t >> (LOGIT_FRAC_BITS - 6)) & 63;
-    let r = t & ((1 << (LOGIT_FRAC_BITS - 6)) - 1);
-    let hi = |a: u32, b: u32| ((a as u64 * b as u64) >> 32) as u32;
-    // u = r·ln2 / 2^20 in Q31: (r · 2^11) · ln2·2^32 / 2^32.
-    let u = hi(r << 11, LN2_Q32);
-    // u/3 in Q32.
-    let u3 = hi(r << 12, LN2_THIRD_Q32);
-    // 1 - u + u²/2 - u³/6 in Q31 (u² in Q62 over 2^32 is u²/2 in Q31).
-    let half_sq = hi(u, u);
-    let poly = (1u32 << 31) - u + half_sq - hi(half_sq, u3);
-    let table = EXP2_NEG_64THS_Q31.get(k as usize).copied().unwrap_or(0);
-    // Q31 · Q31 / 2^32 = Q30; to Q15 with the 2^-n shift, rounded.
-    let x = hi(table, poly);
-    let s = 15 + n;
-    (x + (1 << (s - 1))) >> s
+    crate::arch::scalar::exp2_neg_q15(t as u32, &EXP2_Q15)
 }
 
 /// Running maximum and sum of one SDPA softmax row (Q15 weights from [`exp2_neg_q15`]). The
@@ -177,14 +169,6 @@ impl IntOnlineSoftmax {
 #[inline]
 pub(crate) fn sdpa_weight(t: u64) -> i32 {
     exp2_neg_q15(t).min(SDPA_WEIGHT_MAX) as i32
-}
-
-/// [`sdpa_weight`] of a 32-bit `t` (the SDPA's dot-score path).
-#[inline(always)]
-// The Helium build has its own weight loop (arch::mve_softmax::dot_weights).
-#[cfg_attr(all(target_arch = "arm", arm_mve), allow(dead_code))]
-pub(crate) fn sdpa_weight_q20(t: u32) -> u32 {
-    exp2_neg_q15(t as u64).min(SDPA_WEIGHT_MAX)
 }
 
 /// `x · factor / 2^15` rounded: applies a Q15 rescale factor.
