@@ -1,13 +1,13 @@
 //! Helium (MVE) version of the int8 SDPA's softmax weight loop (dot score, no bias): four keys
-//! per vector, the same bits as the scalar loop in `attention::int8::sdpa`
-//! (`sdpa_weight_q20(ds.t(max.abs_diff(x)))` per key, summed).
+//! per vector, the same bits as [`super::scalar::dot_weights_q15`] (which the other targets'
+//! `arch::dot_weights_q15` versions match too).
 //!
 //! Per lane, with `d = max - x` (the running maximum is at least every raw dot product):
 //!
 //! - `t = d ≥ cutoff ? 17·2^20 : hi32(d·lo) + d·hi` (`VMULH.U32`, `VMUL.I32`), then
 //!   `min(t, 17·2^20)`: at `t = 17·2^20` the steps below give exactly 0, as the scalar
 //!   `t ≥ 17·2^20 → 0`.
-//! - `2^-t` as `exp2_neg_q15`: `r = t mod 2^14`, `u = hi32((r·2^11)·ln2)` and
+//! - `2^-t` as `scalar::exp2_neg_q15`: `r = t mod 2^14`, `u = hi32((r·2^11)·ln2)` and
 //!   `u/3 = hi32((r·2^12)·ln2/3)` as `VQDMULH.S32` of `r·2^11` by `ln2_q32 / 2` (even) and by
 //!   `ln2_third_q32` (a doubling multiply: `(2ab) >> 32`, exact for these non-negative operands
 //!   below `2^31`); `u²/2 = hi32(u·u)` and `hi32(u²/2 · u/3)` with `VMULH.U32`; the table entry
